@@ -1,0 +1,563 @@
+// Package aggregate is the server's memory: it merges node snapshots from agents into one
+// set of pulls, computes rates and ETAs, attaches pods, and turns every change into the
+// lifecycle events that SSE clients, logs and metrics consume.
+package aggregate
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/d44b/pulltrace/pkg/api"
+)
+
+// Correlator attaches Kubernetes knowledge to a pull. The zero answer (no pods, no
+// error, no better ref) is always valid: the server runs without Kubernetes too.
+type Correlator interface {
+	// Enrich sets pods, and the exact image ref and kubelet error when known.
+	Enrich(p *api.Pull)
+	// Queued lists pods waiting for an image that none of pulls (active or finished) serves.
+	Queued(pulls []api.Pull) []api.Pull
+}
+
+// Sink receives events in order. It is called with the store's lock held so the order
+// clients see is the order of changes; it must not block.
+type Sink func(events []api.PullEvent)
+
+// Config bounds the store. Zero values take the defaults.
+type Config struct {
+	HistoryTTL   time.Duration
+	MaxPerNode   int
+	MaxTotal     int
+	AgentTimeout time.Duration
+	// RateWindow is the EWMA time constant: about how far back the rate looks.
+	RateWindow time.Duration
+	Now        func() time.Time
+}
+
+func (c *Config) defaults() {
+	if c.HistoryTTL <= 0 {
+		c.HistoryTTL = 30 * time.Minute
+	}
+	if c.MaxPerNode <= 0 {
+		c.MaxPerNode = 500
+	}
+	if c.MaxTotal <= 0 {
+		c.MaxTotal = 50000
+	}
+	if c.AgentTimeout <= 0 {
+		c.AgentTimeout = 30 * time.Second
+	}
+	if c.RateWindow <= 0 {
+		c.RateWindow = 5 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Stats are what metrics read after each change.
+type Stats struct {
+	Active     int
+	Agents     int
+	Dropped    uint64
+	Completed  []Finished // pulls finished since the last call
+	BytesAdded map[string]int64
+}
+
+// Finished is one completed or failed pull, for duration and error metrics.
+type Finished struct {
+	Node     string
+	State    api.PullState
+	Duration time.Duration
+}
+
+type entry struct {
+	pull       api.Pull
+	rate       float64
+	lastBytes  int64
+	lastAt     time.Time
+	finishedAt time.Time
+	queued     bool
+}
+
+type node struct {
+	agentID   string
+	seq       uint64
+	ts        time.Time
+	lastSeen  time.Time
+	connected bool
+	pulls     map[string]*entry
+}
+
+// Store holds every pull the server knows.
+type Store struct {
+	cfg  Config
+	corr Correlator
+	sink Sink
+
+	mu       sync.Mutex
+	nodes    map[string]*node
+	queued   map[string]*entry
+	dropped  uint64
+	finished []Finished
+	bytes    map[string]int64
+	total    int
+}
+
+// New returns an empty store. corr may be nil.
+func New(cfg Config, corr Correlator, sink Sink) *Store {
+	cfg.defaults()
+	if sink == nil {
+		sink = func([]api.PullEvent) {}
+	}
+	return &Store{cfg: cfg, corr: corr, sink: sink, nodes: map[string]*node{}, queued: map[string]*entry{}, bytes: map[string]int64{}}
+}
+
+// Apply merges one validated report. It returns resync=true when the report was a
+// heartbeat the store cannot use (it lacks that agent's state) and the agent should send
+// a full snapshot.
+func (s *Store) Apply(r *api.AgentReport) (resync bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	n := s.nodes[r.NodeName]
+	if n == nil {
+		n = &node{pulls: map[string]*entry{}}
+		s.nodes[r.NodeName] = n
+	}
+	sameAgent := n.agentID == r.AgentID
+	if r.Heartbeat {
+		if !sameAgent || r.Sequence != n.seq {
+			return true
+		}
+		n.lastSeen, n.connected = now, r.ContainerdConnected
+		return false
+	}
+	// Snapshots replace each other, so only the newest matters: a duplicate or an older
+	// one that arrives late is ignored rather than rolling the node back.
+	if sameAgent && r.Sequence <= n.seq {
+		n.lastSeen = now
+		return false
+	}
+	if !sameAgent && n.agentID != "" && r.Timestamp.Before(n.ts) {
+		return false
+	}
+	n.agentID, n.seq, n.ts, n.lastSeen, n.connected = r.AgentID, r.Sequence, r.Timestamp, now, r.ContainerdConnected
+
+	var events []api.PullEvent
+	seen := make(map[string]bool, len(r.Pulls))
+	for i := range r.Pulls {
+		in := r.Pulls[i].Clone()
+		in.NodeName = r.NodeName
+		seen[in.ID] = true
+		events = s.upsert(events, n, in, r.Timestamp, now)
+	}
+	for id, e := range n.pulls {
+		if seen[id] || e.pull.State.Finished() {
+			continue
+		}
+		// The agent dropped a pull it never finished: it restarted, or the pull vanished
+		// with containerd. Either way it did not complete.
+		p := e.pull.Clone()
+		p.State = api.PullFailed
+		p.Error = "the agent stopped reporting this pull before it finished (agent or containerd restarted)"
+		events = s.transition(events, e, p, now)
+	}
+	events = s.requeue(events, now)
+	events = s.bound(events, n, now)
+	s.sink(events)
+	return false
+}
+
+func (s *Store) upsert(events []api.PullEvent, n *node, in api.Pull, reportAt, now time.Time) []api.PullEvent {
+	e := n.pulls[in.ID]
+	if e == nil {
+		e = &entry{lastBytes: in.DownloadedBytes, lastAt: reportAt}
+		n.pulls[in.ID] = e
+		s.total++
+		s.bytes[in.NodeName] += in.DownloadedBytes
+		s.enrich(&in)
+		s.derive(e, &in)
+		started := in.Clone()
+		if in.State.Finished() {
+			// Seen for the first time already finished (a cached image, or a pull shorter
+			// than a report interval): it still starts before it ends.
+			started.State, started.CompletedAt = api.PullActive, nil
+		}
+		events = append(events, s.event(api.EventPullStarted, &started, nil, now))
+		for i := range in.Layers {
+			if in.Layers[i].State == api.LayerDownloading {
+				events = append(events, s.event(api.EventLayerStarted, &in, &in.Layers[i], now))
+			}
+		}
+		if in.State.Finished() {
+			e.finishedAt = now
+			events = s.finishEvents(events, &started, &in, now)
+		}
+		e.pull = in
+		return events
+	}
+	if e.pull.State.Finished() {
+		return events // finished is final; later copies from the agent add nothing
+	}
+	// Bytes never go backwards within a pull, whatever a restarted agent reports.
+	in.DownloadedBytes = max(in.DownloadedBytes, e.pull.DownloadedBytes)
+	if in.TotalKnown && in.TotalBytes > 0 {
+		in.DownloadedBytes = min(in.DownloadedBytes, in.TotalBytes)
+	}
+	if dt := reportAt.Sub(e.lastAt).Seconds(); dt > 0 {
+		inst := float64(in.DownloadedBytes-e.lastBytes) / dt
+		alpha := 1 - math.Exp(-dt/s.cfg.RateWindow.Seconds())
+		e.rate += alpha * (inst - e.rate)
+		s.bytes[in.NodeName] += in.DownloadedBytes - e.lastBytes
+		e.lastBytes, e.lastAt = in.DownloadedBytes, reportAt
+	}
+	return s.transition(events, e, in, now)
+}
+
+// transition replaces an entry's pull and emits what changed.
+func (s *Store) transition(events []api.PullEvent, e *entry, in api.Pull, now time.Time) []api.PullEvent {
+	old := e.pull
+	s.enrich(&in)
+	s.derive(e, &in)
+	if in.State.Finished() {
+		e.finishedAt = now
+		events = s.finishEvents(events, &old, &in, now)
+		e.pull = in
+		return events
+	}
+	e.pull = in
+	events = s.layerEvents(events, &old, &in, now)
+	if changed(&old, &in) {
+		events = append(events, s.event(api.EventPullProgress, &in, nil, now))
+	}
+	return events
+}
+
+func (s *Store) finishEvents(events []api.PullEvent, old, in *api.Pull, now time.Time) []api.PullEvent {
+	events = s.layerEvents(events, old, in, now)
+	if in.CompletedAt == nil {
+		t := now.UTC()
+		in.CompletedAt = &t
+	}
+	if in.State == api.PullFailed && in.Error == "" {
+		in.Error = "the pull failed for an unknown reason"
+	}
+	typ := api.EventPullCompleted
+	if in.State == api.PullFailed {
+		typ = api.EventPullFailed
+	}
+	s.finished = append(s.finished, Finished{Node: in.NodeName, State: in.State, Duration: in.CompletedAt.Sub(in.StartedAt)})
+	return append(events, s.event(typ, in, nil, now))
+}
+
+func (s *Store) layerEvents(events []api.PullEvent, old, in *api.Pull, now time.Time) []api.PullEvent {
+	prev := map[string]api.Layer{}
+	if old != nil {
+		for _, l := range old.Layers {
+			prev[l.Digest] = l
+		}
+	}
+	for i := range in.Layers {
+		l := &in.Layers[i]
+		p, had := prev[l.Digest]
+		switch {
+		case l.State == api.LayerDone && (!had || p.State != api.LayerDone):
+			if !had || p.State == api.LayerWaiting {
+				events = append(events, s.event(api.EventLayerStarted, in, l, now))
+			}
+			events = append(events, s.event(api.EventLayerCompleted, in, l, now))
+		case l.State == api.LayerDownloading && (!had || p.State == api.LayerWaiting):
+			events = append(events, s.event(api.EventLayerStarted, in, l, now))
+		case l.State == api.LayerDownloading && l.DownloadedBytes != p.DownloadedBytes:
+			events = append(events, s.event(api.EventLayerProgress, in, l, now))
+		}
+	}
+	return events
+}
+
+func changed(a, b *api.Pull) bool {
+	return a.State != b.State || a.DownloadedBytes != b.DownloadedBytes || a.TotalBytes != b.TotalBytes ||
+		a.ImageRef != b.ImageRef || a.Error != b.Error || a.LayersDone != b.LayersDone || !slices.Equal(a.Pods, b.Pods)
+}
+
+// derive fills the figures the server owns: rate, ETA and percent.
+func (s *Store) derive(e *entry, p *api.Pull) {
+	p.Percent = api.Percent(p.DownloadedBytes, p.TotalBytes, p.State)
+	p.BytesPerSec, p.ETASeconds = 0, nil
+	if p.State == api.PullActive || p.State == api.PullStalled {
+		if e.rate > 0 {
+			p.BytesPerSec = math.Round(e.rate)
+		}
+		if p.State == api.PullStalled {
+			p.BytesPerSec = 0
+		}
+		if p.BytesPerSec > 0 && p.TotalKnown {
+			eta := math.Round(float64(p.TotalBytes-p.DownloadedBytes)/p.BytesPerSec*10) / 10
+			p.ETASeconds = &eta
+		}
+	}
+	if p.Pods == nil {
+		p.Pods = []api.PodRef{}
+	}
+	if p.Layers == nil {
+		p.Layers = []api.Layer{}
+	}
+}
+
+func (s *Store) enrich(p *api.Pull) {
+	if s.corr != nil {
+		s.corr.Enrich(p)
+	}
+}
+
+func (s *Store) event(t api.EventType, p *api.Pull, l *api.Layer, now time.Time) api.PullEvent {
+	ev := api.PullEvent{SchemaVersion: api.SchemaVersion, Timestamp: now.UTC(), Type: t, NodeName: p.NodeName, Pull: p.Clone()}
+	if l != nil {
+		lc := *l
+		ev.Layer = &lc
+	}
+	return ev
+}
+
+// Recorrelate re-enriches every pull after Kubernetes changed (a pod appeared, started or
+// was deleted; a kubelet event arrived) and emits progress for pulls whose pods changed.
+func (s *Store) Recorrelate() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	var events []api.PullEvent
+	for _, n := range s.nodes {
+		for _, e := range n.pulls {
+			if e.pull.State.Finished() && now.Sub(e.finishedAt) > time.Minute {
+				continue // history keeps the pods it had when it finished
+			}
+			in := e.pull.Clone()
+			in.Pods = nil
+			s.enrich(&in)
+			s.derive(e, &in)
+			if changed(&e.pull, &in) {
+				e.pull = in
+				events = append(events, s.event(api.EventPullProgress, &in, nil, now))
+			}
+		}
+	}
+	events = s.requeue(events, now)
+	s.sink(events)
+}
+
+// requeue rebuilds the queued entries: pods waiting for an image no pull serves yet.
+func (s *Store) requeue(events []api.PullEvent, now time.Time) []api.PullEvent {
+	if s.corr == nil {
+		return events
+	}
+	// Finished pulls count as serving their image too: a completed pull's pods are about
+	// to start, a failed one already carries its pods and the error.
+	var held []api.Pull
+	for _, n := range s.nodes {
+		for _, e := range n.pulls {
+			held = append(held, e.pull)
+		}
+	}
+	want := map[string]api.Pull{}
+	for _, q := range s.corr.Queued(held) {
+		want[q.ID] = q
+	}
+	for id, e := range s.queued {
+		if _, ok := want[id]; !ok {
+			delete(s.queued, id)
+			events = append(events, s.event(api.EventPullRemoved, &e.pull, nil, now))
+		}
+	}
+	for id, q := range want {
+		e := s.queued[id]
+		isNew := e == nil
+		if isNew {
+			e = &entry{queued: true}
+			s.queued[id] = e
+		}
+		s.derive(e, &q)
+		if !isNew && !changed(&e.pull, &q) {
+			continue
+		}
+		wasFailed := !isNew && e.pull.State == api.PullFailed
+		e.pull = q
+		switch {
+		case isNew:
+			events = append(events, s.event(api.EventPullStarted, &q, nil, now))
+			if q.State == api.PullFailed {
+				events = append(events, s.event(api.EventPullFailed, &q, nil, now))
+			}
+		case q.State == api.PullFailed && !wasFailed:
+			// The kubelet gave up before any byte moved (unknown tag, auth): the
+			// pod's error is the pull's real reason.
+			events = append(events, s.event(api.EventPullFailed, &q, nil, now))
+		default:
+			events = append(events, s.event(api.EventPullProgress, &q, nil, now))
+		}
+	}
+	return events
+}
+
+// Expire drops history older than the TTL and forgets silent agents; call it now and then.
+func (s *Store) Expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	var events []api.PullEvent
+	for name, n := range s.nodes {
+		for id, e := range n.pulls {
+			if e.pull.State.Finished() && now.Sub(e.finishedAt) > s.cfg.HistoryTTL {
+				delete(n.pulls, id)
+				s.total--
+				events = append(events, s.event(api.EventPullRemoved, &e.pull, nil, now))
+			}
+		}
+		if len(n.pulls) == 0 && now.Sub(n.lastSeen) > s.cfg.HistoryTTL {
+			delete(s.nodes, name)
+			delete(s.bytes, name)
+		}
+	}
+	s.sink(events)
+}
+
+// bound enforces the per-node and total caps, dropping the oldest finished pulls first
+// and active ones only when history alone cannot make room.
+func (s *Store) bound(events []api.PullEvent, n *node, now time.Time) []api.PullEvent {
+	drop := func(nd *node, over int) {
+		if over <= 0 {
+			return
+		}
+		es := make([]*entry, 0, len(nd.pulls))
+		for _, e := range nd.pulls {
+			es = append(es, e)
+		}
+		slices.SortFunc(es, func(a, b *entry) int {
+			af, bf := a.pull.State.Finished(), b.pull.State.Finished()
+			if af != bf {
+				if af {
+					return -1
+				}
+				return 1
+			}
+			return a.pull.StartedAt.Compare(b.pull.StartedAt)
+		})
+		for _, e := range es[:min(over, len(es))] {
+			delete(nd.pulls, e.pull.ID)
+			s.total--
+			s.dropped++
+			events = append(events, s.event(api.EventPullRemoved, &e.pull, nil, now))
+		}
+	}
+	drop(n, len(n.pulls)-s.cfg.MaxPerNode)
+	if over := s.total - s.cfg.MaxTotal; over > 0 {
+		// Take from the node with the most pulls: it is the one flooding the store.
+		var big *node
+		for _, nd := range s.nodes {
+			if big == nil || len(nd.pulls) > len(big.pulls) {
+				big = nd
+			}
+		}
+		drop(big, over)
+	}
+	return events
+}
+
+// Filter selects pulls; empty fields match everything.
+type Filter struct {
+	Node, Namespace, Pod, Image string
+	States                      []api.PullState
+}
+
+// Match reports whether p passes the filter.
+func (f Filter) Match(p *api.Pull) bool {
+	if f.Node != "" && p.NodeName != f.Node {
+		return false
+	}
+	if f.Image != "" && !strings.Contains(p.ImageRef, f.Image) && !strings.Contains(p.Repository, f.Image) {
+		return false
+	}
+	if len(f.States) > 0 && !slices.Contains(f.States, p.State) {
+		return false
+	}
+	if f.Namespace != "" || f.Pod != "" {
+		ok := false
+		for _, pod := range p.Pods {
+			if (f.Namespace == "" || pod.Namespace == f.Namespace) && (f.Pod == "" || pod.PodName == f.Pod) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Pulls returns the matching pulls, newest first.
+func (s *Store) Pulls(f Filter) []api.Pull {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pullsLocked(f)
+}
+
+func (s *Store) pullsLocked(f Filter) []api.Pull {
+	var out []api.Pull
+	add := func(e *entry) {
+		if f.Match(&e.pull) {
+			out = append(out, e.pull.Clone())
+		}
+	}
+	for _, n := range s.nodes {
+		for _, e := range n.pulls {
+			add(e)
+		}
+	}
+	for _, e := range s.queued {
+		add(e)
+	}
+	SortNewestFirst(out)
+	return out
+}
+
+// SortNewestFirst orders pulls by start time, newest first, ties by id for stable output.
+func SortNewestFirst(ps []api.Pull) {
+	slices.SortFunc(ps, func(a, b api.Pull) int {
+		if c := b.StartedAt.Compare(a.StartedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}
+
+// Snapshot runs fn with the current pulls while holding the lock, so a new SSE client
+// can register between the snapshot and the next event without missing or repeating one.
+func (s *Store) Snapshot(f Filter, fn func(pulls []api.Pull)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(s.pullsLocked(f))
+}
+
+// TakeStats returns gauges and the finished pulls and bytes since the last call.
+func (s *Store) TakeStats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	st := Stats{Dropped: s.dropped, Completed: s.finished, BytesAdded: s.bytes}
+	s.finished, s.bytes = nil, map[string]int64{}
+	for _, n := range s.nodes {
+		if now.Sub(n.lastSeen) <= s.cfg.AgentTimeout {
+			st.Agents++
+		}
+		for _, e := range n.pulls {
+			if !e.pull.State.Finished() {
+				st.Active++
+			}
+		}
+	}
+	return st
+}

@@ -1,0 +1,180 @@
+// Package api holds the one definition of every object that crosses a process boundary:
+// agent to server (AgentReport), server to clients (Pull, Layer, PodRef, PullEvent). The web
+// UI mirrors these in web/src/api.ts and docs/schemas/pull-event-v1.json describes PullEvent;
+// tests keep all three in step.
+package api
+
+import "time"
+
+// SchemaVersion is carried by every report and event. Fields may be added within v1, never
+// renamed or dropped.
+const SchemaVersion = "v1"
+
+// PullState is where a pull is in its life.
+type PullState string
+
+const (
+	PullActive    PullState = "active"
+	PullCompleted PullState = "completed"
+	PullCached    PullState = "cached"
+	PullFailed    PullState = "failed"
+	PullStalled   PullState = "stalled"
+	// PullQueued is made by the server, never an agent: a pod waits for an image that no
+	// pull on its node serves yet (the kubelet pulls one image at a time by default).
+	PullQueued PullState = "queued"
+)
+
+// Finished reports whether no more bytes will arrive for a pull in this state.
+func (s PullState) Finished() bool {
+	return s == PullCompleted || s == PullCached || s == PullFailed
+}
+
+// Valid reports whether s is one of the defined states.
+func (s PullState) Valid() bool {
+	switch s {
+	case PullActive, PullCompleted, PullCached, PullFailed, PullStalled, PullQueued:
+		return true
+	}
+	return false
+}
+
+// LayerState is where one layer blob is in its download.
+type LayerState string
+
+const (
+	// LayerWaiting: queued behind max_concurrent_downloads, or not opened yet.
+	LayerWaiting LayerState = "waiting"
+	// LayerDownloading: bytes are arriving in a containerd ingest.
+	LayerDownloading LayerState = "downloading"
+	// LayerDone: committed to the content store during this pull.
+	LayerDone LayerState = "done"
+	// LayerExists: already in the content store before this pull began.
+	LayerExists LayerState = "exists"
+	// LayerFailed: its ingest vanished without a commit.
+	LayerFailed LayerState = "failed"
+)
+
+// Finished reports whether the layer needs no more bytes.
+func (s LayerState) Finished() bool { return s == LayerDone || s == LayerExists }
+
+// Valid reports whether s is one of the defined states.
+func (s LayerState) Valid() bool {
+	switch s {
+	case LayerWaiting, LayerDownloading, LayerDone, LayerExists, LayerFailed:
+		return true
+	}
+	return false
+}
+
+// PodRef names one container of a pod that waits for a pull.
+type PodRef struct {
+	Namespace string `json:"namespace"`
+	PodName   string `json:"podName"`
+	Container string `json:"container"`
+}
+
+// Layer is one blob of a pull. Digest has no containerd "layer-" prefix.
+type Layer struct {
+	Digest          string     `json:"digest"`
+	MediaType       string     `json:"mediaType,omitempty"`
+	TotalBytes      int64      `json:"totalBytes"`
+	DownloadedBytes int64      `json:"downloadedBytes"`
+	State           LayerState `json:"state"`
+}
+
+// Pull is one image being pulled on one node. Byte counts are compressed bytes, as they
+// cross the network.
+type Pull struct {
+	ID       string `json:"id"`
+	NodeName string `json:"nodeName"`
+	// ImageRef is normalised: registry/repo:tag or registry/repo@sha256:..., or registry/repo
+	// until the tag is known.
+	ImageRef        string    `json:"imageRef"`
+	Repository      string    `json:"repository,omitempty"`
+	ManifestDigest  string    `json:"manifestDigest,omitempty"`
+	IndexDigest     string    `json:"indexDigest,omitempty"`
+	State           PullState `json:"state"`
+	TotalBytes      int64     `json:"totalBytes"`
+	DownloadedBytes int64     `json:"downloadedBytes"`
+	BytesPerSec     float64   `json:"bytesPerSec"`
+	// ETASeconds is absent when no rate is known or the pull has finished.
+	ETASeconds  *float64   `json:"etaSeconds,omitempty"`
+	Percent     float64    `json:"percent"`
+	LayerCount  int        `json:"layerCount"`
+	LayersDone  int        `json:"layersDone"`
+	TotalKnown  bool       `json:"totalKnown"`
+	StartedAt   time.Time  `json:"startedAt"`
+	CompletedAt *time.Time `json:"completedAt,omitempty"`
+	// UpdatedAt is when a byte last arrived; it drives stall detection.
+	UpdatedAt time.Time `json:"updatedAt"`
+	Error     string    `json:"error,omitempty"`
+	Pods      []PodRef  `json:"pods"`
+	Layers    []Layer   `json:"layers"`
+}
+
+// EventType names a lifecycle event.
+type EventType string
+
+const (
+	EventPullStarted    EventType = "pull.started"
+	EventPullProgress   EventType = "pull.progress"
+	EventPullCompleted  EventType = "pull.completed"
+	EventPullFailed     EventType = "pull.failed"
+	EventLayerStarted   EventType = "layer.started"
+	EventLayerProgress  EventType = "layer.progress"
+	EventLayerCompleted EventType = "layer.completed"
+	// EventPullRemoved is a v1 extension: the entry left the server (history expired, or a
+	// queued pod stopped waiting). Clients ignore types they do not know.
+	EventPullRemoved EventType = "pull.removed"
+)
+
+// EventTypes lists every event type, in lifecycle order.
+var EventTypes = []EventType{
+	EventPullStarted, EventPullProgress, EventPullCompleted, EventPullFailed,
+	EventLayerStarted, EventLayerProgress, EventLayerCompleted, EventPullRemoved,
+}
+
+// PullEvent is one SSE data payload and one JSON log line.
+type PullEvent struct {
+	SchemaVersion string    `json:"schemaVersion"`
+	Timestamp     time.Time `json:"timestamp"`
+	Type          EventType `json:"type"`
+	NodeName      string    `json:"nodeName"`
+	Pull          Pull      `json:"pull"`
+	// Layer is set on layer.* events only.
+	Layer *Layer `json:"layer,omitempty"`
+}
+
+// AgentReport is a full snapshot of one node's pulls, sent by its agent. Because it is a
+// snapshot, a lost, duplicated or reordered report loses nothing.
+type AgentReport struct {
+	SchemaVersion string `json:"schemaVersion"`
+	NodeName      string `json:"nodeName"`
+	AgentVersion  string `json:"agentVersion,omitempty"`
+	// AgentID is random per agent process; with Sequence it orders reports from one process.
+	AgentID   string    `json:"agentId"`
+	Sequence  uint64    `json:"sequence"`
+	Timestamp time.Time `json:"timestamp"`
+	// Heartbeat reports carry no pulls: they say "nothing changed since Sequence" and keep
+	// the agent counted as connected. A server that lacks this agent's state asks for a
+	// full report in its response.
+	Heartbeat           bool   `json:"heartbeat,omitempty"`
+	ContainerdConnected bool   `json:"containerdConnected"`
+	Pulls               []Pull `json:"pulls"`
+}
+
+// ReportResponse is the server's answer to an accepted report.
+type ReportResponse struct {
+	// Resync asks the agent to send a full snapshot now (the server restarted or never saw it).
+	Resync bool `json:"resync,omitempty"`
+}
+
+// PullList is the body of GET /api/v1/pulls.
+type PullList struct {
+	Pulls []Pull `json:"pulls"`
+}
+
+// ErrorResponse is every JSON error body.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,49 @@
+package eventlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/d44b/pulltrace/pkg/api"
+)
+
+// A log line must decode into the same PullEvent that was logged, with nothing else on
+// the line: the log format is the public v1 event format.
+func TestLineIsTheEvent(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(&buf, slog.LevelInfo)
+	ts := time.Date(2025, 1, 15, 10, 30, 0, 0, time.UTC)
+	ev := api.PullEvent{SchemaVersion: "v1", Timestamp: ts, Type: api.EventLayerProgress, NodeName: "worker-1",
+		Pull:  api.Pull{ID: "abc123", NodeName: "worker-1", ImageRef: "docker.io/library/nginx:1.27", State: api.PullActive, Pods: []api.PodRef{}, Layers: []api.Layer{}},
+		Layer: &api.Layer{Digest: "sha256:aa", TotalBytes: 10, DownloadedBytes: 4, State: api.LayerDownloading}}
+	l.Log([]api.PullEvent{ev, ev})
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want one line per event, got %d", len(lines))
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(lines[0]), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"time", "level", "msg"} {
+		if _, ok := m[k]; ok {
+			t.Errorf("line carries slog's %q key: %s", k, lines[0])
+		}
+	}
+	var got api.PullEvent
+	dec := json.NewDecoder(strings.NewReader(lines[0]))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&got); err != nil {
+		t.Fatalf("line is not a PullEvent: %v\n%s", err, lines[0])
+	}
+	if !got.Timestamp.Equal(ts) || got.Type != ev.Type || got.Pull.ID != "abc123" || got.Layer == nil || got.Layer.DownloadedBytes != 4 {
+		t.Fatalf("round trip lost data: %+v", got)
+	}
+	if !strings.HasPrefix(lines[0], `{"schemaVersion":"v1","timestamp":"2025-01-15T10:30:00Z","type":"layer.progress","nodeName":"worker-1","pull":{`) {
+		t.Fatalf("field order differs from the v1 sample: %s", lines[0])
+	}
+}

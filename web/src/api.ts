@@ -1,0 +1,125 @@
+// TypeScript mirror of pkg/api/types.go, field for field: same JSON names, and a field is
+// optional (`?`) exactly where Go has omitempty or a pointer. Times are RFC 3339 strings.
+// Keep one field per line: tests compare this file with the Go definition.
+
+export const SCHEMA_VERSION = 'v1';
+
+export type PullState = 'active' | 'completed' | 'cached' | 'failed' | 'stalled' | 'queued';
+
+export const PULL_STATES: readonly PullState[] = [
+  'active',
+  'queued',
+  'stalled',
+  'failed',
+  'completed',
+  'cached',
+];
+
+export type LayerState = 'waiting' | 'downloading' | 'done' | 'exists' | 'failed';
+
+export const LAYER_STATES: readonly LayerState[] = ['waiting', 'downloading', 'done', 'exists', 'failed'];
+
+/** Whether no more bytes will arrive for a pull in this state (PullState.Finished in Go). */
+export function pullFinished(s: PullState): boolean {
+  return s === 'completed' || s === 'cached' || s === 'failed';
+}
+
+export interface PodRef {
+  namespace: string;
+  podName: string;
+  container: string;
+}
+
+/** One blob of a pull. `digest` has no containerd "layer-" prefix. */
+export interface Layer {
+  digest: string;
+  mediaType?: string;
+  totalBytes: number;
+  downloadedBytes: number;
+  state: LayerState;
+}
+
+/** One image being pulled on one node. Byte counts are compressed bytes. */
+export interface Pull {
+  id: string;
+  nodeName: string;
+  imageRef: string;
+  repository?: string;
+  manifestDigest?: string;
+  indexDigest?: string;
+  state: PullState;
+  totalBytes: number;
+  downloadedBytes: number;
+  bytesPerSec: number;
+  etaSeconds?: number;
+  percent: number;
+  layerCount: number;
+  layersDone: number;
+  totalKnown: boolean;
+  startedAt: string;
+  completedAt?: string;
+  updatedAt: string;
+  error?: string;
+  pods: PodRef[];
+  layers: Layer[];
+}
+
+export type EventType =
+  | 'pull.started'
+  | 'pull.progress'
+  | 'pull.completed'
+  | 'pull.failed'
+  | 'layer.started'
+  | 'layer.progress'
+  | 'layer.completed'
+  | 'pull.removed';
+
+/** Every event type, in lifecycle order (EventTypes in Go). */
+export const EVENT_TYPES: readonly EventType[] = [
+  'pull.started',
+  'pull.progress',
+  'pull.completed',
+  'pull.failed',
+  'layer.started',
+  'layer.progress',
+  'layer.completed',
+  'pull.removed',
+];
+
+/** One SSE data payload of GET /api/v1/events. */
+export interface PullEvent {
+  schemaVersion: string;
+  timestamp: string;
+  type: EventType;
+  nodeName: string;
+  pull: Pull;
+  layer?: Layer;
+}
+
+/** A full snapshot of one node's pulls, POSTed by its agent to /api/v1/report. */
+export interface AgentReport {
+  schemaVersion: string;
+  nodeName: string;
+  agentVersion?: string;
+  agentId: string;
+  sequence: number;
+  timestamp: string;
+  heartbeat?: boolean;
+  containerdConnected: boolean;
+  pulls: Pull[];
+}
+
+/** The server's answer to an accepted report. */
+export interface ReportResponse {
+  resync?: boolean;
+}
+
+/** Body of GET /api/v1/pulls and data of the SSE `snapshot` event. */
+export interface PullList {
+  pulls: Pull[];
+}
+
+/** Every JSON error body. */
+export interface ErrorResponse {
+  error: string;
+}
