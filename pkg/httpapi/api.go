@@ -77,7 +77,7 @@ func Handler(cfg Config) http.Handler {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
 	if cfg.UI != nil {
-		mux.Handle("GET /", cfg.UI)
+		mux.Handle("/", cfg.UI)
 	}
 	return mux
 }

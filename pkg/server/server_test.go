@@ -449,3 +449,24 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// The UI owns every path the API does not; unknown API paths still answer JSON.
+func TestUIAndAPIRoutes(t *testing.T) {
+	srv, err := New(Config{Version: "test", UI: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ui") })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	for path, want := range map[string]string{"/": "ui", "/assets/x.js": "ui", "/api/v1/nope": `"error"`, "/healthz": `"ok":true`, "/readyz": `"ok":true`, "/api/v1/version": `"version":"test"`} {
+		resp, err := http.Get(hs.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s: %d %s, want %s", path, resp.StatusCode, b, want)
+		}
+	}
+}

@@ -38,7 +38,7 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 	}
 	// Every path containerd would default to a system location (/etc, /opt, /run, /var)
 	// is pinned into the folder, so two clusters never share anything.
-	cfg := fmt.Sprintf(`version = 3
+	cfg := fmt.Sprintf(`version = 4
 root = %[1]q
 state = %[2]q
 temp = %[3]q
@@ -49,20 +49,18 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.de
   'io.containerd.internal.v1.tracing', 'io.containerd.snapshotter.v1.erofs',
   'io.containerd.differ.v1.erofs', 'io.containerd.mount-handler.v1.erofs']
 
-[grpc]
-  address = %[4]q
-
-[ttrpc]
-  address = %[5]q
-
 [debug]
-  address = ''
   level = 'info'
 
-[metrics]
-  address = ''
-
 [plugins]
+  [plugins.'io.containerd.server.v1.grpc']
+    address = %[4]q
+  [plugins.'io.containerd.server.v1.ttrpc']
+    address = %[5]q
+  [plugins.'io.containerd.server.v1.debug']
+    address = ''
+  [plugins.'io.containerd.server.v1.metrics']
+    address = ''
   [plugins.'io.containerd.internal.v1.opt']
     path = %[6]q
   [plugins.'io.containerd.cri.v1.images']

@@ -162,29 +162,36 @@ func logTail(path string, n int) string {
 	return string(bytes.Join(lines, []byte("\n")))
 }
 
-// procStartTime reads a process's start time (clock ticks since boot) from /proc, so a
-// recorded pid can be told apart from an unrelated process that reused the number.
-func procStartTime(pid int) (uint64, error) {
+// procStat reads a process's state and start time (clock ticks since boot) from /proc;
+// the start time tells a recorded pid apart from an unrelated process that reused it.
+func procStat(pid int) (state byte, start uint64, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// The command name is in parentheses and may contain spaces; fields resume after ')'.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("malformed stat for %d", pid)
+		return 0, 0, fmt.Errorf("malformed stat for %d", pid)
 	}
 	f := strings.Fields(s[i+1:])
-	// starttime is field 22 overall; after ')' the first field is field 3.
-	if len(f) < 20 {
-		return 0, fmt.Errorf("short stat for %d", pid)
+	// After ')' the first field is field 3 (state); starttime is field 22.
+	if len(f) < 20 || len(f[0]) != 1 {
+		return 0, 0, fmt.Errorf("short stat for %d", pid)
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	return f[0][0], start, err
 }
 
-// procAlive reports whether pid is running and is still the process that started at start.
+func procStartTime(pid int) (uint64, error) {
+	_, st, err := procStat(pid)
+	return st, err
+}
+
+// procAlive reports whether pid is running and is still the process that started at
+// start. A zombie counts as dead: it holds nothing and only waits for its parent.
 func procAlive(pid int, start uint64) bool {
-	st, err := procStartTime(pid)
-	return err == nil && st == start
+	state, st, err := procStat(pid)
+	return err == nil && st == start && state != 'Z' && state != 'X'
 }

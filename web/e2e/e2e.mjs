@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const ARTIFACTS = path.join(here, 'artifacts');
+const ARTIFACTS = process.env.E2E_ARTIFACTS || path.join(here, 'artifacts');
 const TIMEOUT = Number(process.env.E2E_TIMEOUT_MS || 15000);
 
 function die(msg) {
