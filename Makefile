@@ -74,3 +74,17 @@ cluster-down:
 
 clean:
 	rm -rf $(BIN) web/dist
+
+# Container images, without Docker (hack/images): pulltrace-agent and pulltrace-server for
+# linux/amd64 and linux/arm64. Plain `make images` pushes NOTHING: it writes the OCI layout
+# dist/images. `make images REGISTRY=127.0.0.1:5000/pulltrace` pushes there (plain http for a
+# loopback registry); `make images PUSH=1` pushes to the default ghcr.io/d44b (release only).
+# The tag defaults to the chart's appVersion, not the git-describe VERSION above, so that the
+# chart's default image tags are what this builds; VERSION=... on the command line or in the
+# environment overrides it. Depends on web so the server binary embeds the real UI.
+.PHONY: images
+images: web
+	$(GO) run ./hack/images -go '$(GO)' \
+	  $(if $(filter command line environment environment override,$(origin VERSION)),-version '$(VERSION)') \
+	  $(if $(REGISTRY),-registry '$(REGISTRY)') \
+	  $(if $(filter 1 true yes,$(PUSH)),-push)

@@ -282,7 +282,7 @@ func TestDefaultInstall(t *testing.T) {
 			t.Errorf("NOTES lacks %q:\n%s", want, r.notes)
 		}
 	}
-	if strings.Contains(r.notes, "NO AGENT") || strings.Contains(r.notes, "plugin defaults to") {
+	if strings.Contains(r.notes, "NO AGENT") || strings.Contains(r.notes, "--server-") {
 		t.Errorf("NOTES warns about a default install:\n%s", r.notes)
 	}
 }
@@ -316,9 +316,11 @@ func TestAgentSecurity(t *testing.T) {
 	if !ok || env.ValueFrom == nil || env.ValueFrom.FieldRef == nil || env.ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
 		t.Errorf("NODE_NAME %+v, want the downward API spec.nodeName", env)
 	}
-	for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
-		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.HTTPGet.Port != intstr.FromString("health") {
-			t.Errorf("agent probe %+v", p)
+	// Readiness follows containerd (/healthz); liveness only the process (/livez), so a
+	// containerd outage does not put the agent in a restart loop.
+	for p, path := range map[*corev1.Probe]string{c.LivenessProbe: "/livez", c.ReadinessProbe: "/healthz"} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != path || p.HTTPGet.Port != intstr.FromString("health") {
+			t.Errorf("agent probe %+v, want %s", p, path)
 		}
 	}
 	if port(t, c, "health") != 9091 {
@@ -668,7 +670,7 @@ func TestNamesAndNamespace(t *testing.T) {
 	}
 	wantFlag(t, onlyContainer(t, one[*appsv1.DaemonSet](r, "demo-pulltrace-agent").Spec.Template.Spec),
 		"--server", "http://demo-pulltrace-server-headless.observability.svc:8080")
-	if !strings.Contains(r.notes, "plugin defaults to Service pulltrace-server:8080") {
+	if !strings.Contains(r.notes, "kubectl pulltrace ui --server-namespace observability --server-service demo-pulltrace-server") {
 		t.Errorf("NOTES do not explain the non-default service to the plugin user:\n%s", r.notes)
 	}
 	if cr := all[*rbacv1.ClusterRole](r)[0]; cr.Name != "observability-demo-pulltrace-server" {

@@ -45,6 +45,9 @@ type Agent struct {
 	tracker *tracker.Tracker
 	id      string
 
+	// changed is poked after a poll that changed a pull.
+	changed chan struct{}
+
 	mu        sync.Mutex
 	connected bool
 	lastErr   string
@@ -82,6 +85,7 @@ func New(cfg Config) (*Agent, error) {
 		src:     src,
 		tracker: tracker.New(cfg.Tracker, src, src),
 		id:      hex.EncodeToString(b),
+		changed: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -215,7 +219,14 @@ func (a *Agent) pollLoop(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		start := time.Now()
+		before := a.tracker.Version()
 		err := a.tracker.Poll(ctx)
+		if a.tracker.Version() != before {
+			select {
+			case a.changed <- struct{}{}:
+			default:
+			}
+		}
 		a.cfg.Metrics.polled(time.Since(start), err)
 		if err != nil {
 			return fmt.Errorf("poll containerd: %w", err)
@@ -230,12 +241,14 @@ func (a *Agent) pollLoop(ctx context.Context) error {
 	}
 }
 
-// reportLoop sends a full snapshot when the tracker changed (at most every report
-// interval) and a heartbeat otherwise (every heartbeat interval).
+// reportLoop sends a full snapshot when the tracker changed and a heartbeat otherwise
+// (every heartbeat interval). A change is sent as soon as the poll that saw it ends, so
+// the delay from a byte landing in containerd to the server is one poll, not a poll plus a
+// report tick; sends are still spaced by at least the report interval.
 func (a *Agent) reportLoop(ctx context.Context) {
 	t := time.NewTicker(a.cfg.ReportInterval)
 	defer t.Stop()
-	lastBeat := time.Time{}
+	var lastBeat, lastSend time.Time
 	for {
 		now := time.Now()
 		r := a.build(now)
@@ -244,17 +257,29 @@ func (a *Agent) reportLoop(ctx context.Context) {
 		if beat {
 			lastBeat = now
 		}
+		if len(outs) > 0 {
+			lastSend = now
+		}
 		for _, o := range outs {
 			a.cfg.Metrics.reported(o.Err)
 			if o.Err != nil && ctx.Err() == nil {
 				a.log.Warn("report failed; will retry with backoff", "endpoint", o.Endpoint, "error", o.Err)
 			}
 		}
+		wait := time.Until(lastSend.Add(a.cfg.ReportInterval))
 		select {
 		case <-ctx.Done():
-			// One last report, so servers see the final state of a graceful shutdown.
 			return
 		case <-t.C:
+		case <-a.changed:
+			// Keep the spacing: a change right after a send waits out the interval.
+			if wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
 		}
 	}
 }

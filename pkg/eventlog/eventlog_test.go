@@ -20,7 +20,8 @@ func TestLineIsTheEvent(t *testing.T) {
 	ev := api.PullEvent{SchemaVersion: "v1", Timestamp: ts, Type: api.EventLayerProgress, NodeName: "worker-1",
 		Pull:  api.Pull{ID: "abc123", NodeName: "worker-1", ImageRef: "docker.io/library/nginx:1.27", State: api.PullActive, Pods: []api.PodRef{}, Layers: []api.Layer{}},
 		Layer: &api.Layer{Digest: "sha256:aa", TotalBytes: 10, DownloadedBytes: 4, State: api.LayerDownloading}}
-	l.Log([]api.PullEvent{ev, ev})
+	evs := []api.PullEvent{ev, ev}
+	l.Log(evs, Encode(evs))
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 2 {
 		t.Fatalf("want one line per event, got %d", len(lines))

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Exit codes. They are part of the command's interface (scripts branch on them) and are
@@ -26,8 +28,8 @@ const (
 	ExitForbidden = 4
 	// ExitUnreachable: the API server or the Pulltrace server pods cannot be reached.
 	ExitUnreachable = 5
-	// ExitError: anything else (a bad kubeconfig, a failed install, a timeout).
-	ExitError = 6
+	// ExitOther: anything else (a bad kubeconfig, a failed install, a timeout).
+	ExitOther = 6
 	// ExitInterrupted: stopped by Ctrl-C or SIGTERM before the outcome was known.
 	ExitInterrupted = 130
 )
@@ -81,50 +83,97 @@ func ExitCode(err error) int {
 	if errors.Is(err, context.Canceled) {
 		return ExitInterrupted
 	}
-	return ExitError
+	return ExitOther
 }
 
 // explainProxyError turns a failed request through the service proxy into an error that
 // names what the user can do about it: install, ask for a permission, or fix the pods.
-func (s *Server) explainProxyError(err error, path string) error {
+func (s *Server) explainProxyError(ctx context.Context, err error, path string, body []byte) error {
 	if err == nil {
 		return nil
 	}
 	var ee *ExitError
-	if errors.As(err, &ee) {
-		return err
-	}
-	if errors.Is(err, context.Canceled) {
+	if errors.As(err, &ee) || errors.Is(err, context.Canceled) {
 		return err
 	}
 	svc := s.Namespace + "/" + s.Service
 	var st apierrors.APIStatus
-	if errors.As(err, &st) {
-		status := st.Status()
-		msg := strings.TrimSpace(status.Message)
-		switch {
-		case apierrors.IsForbidden(err):
-			return exitErr(ExitForbidden, err,
-				"forbidden: you need permission to get services/proxy in namespace %s: the plugin reaches the Pulltrace server only through the API server's service proxy, so it needs `get` on `services/proxy` (resourceName %s) there; check with `kubectl auth can-i get services/proxy -n %s`\n(API server: %s)",
-				s.Namespace, s.Service, s.Namespace, msg)
-		case apierrors.IsUnauthorized(err):
-			return exitErr(ExitForbidden, err, "the API server did not accept your credentials (%s); check the user of your kubeconfig context", msg)
-		case isServiceMissing(status.Details != nil && status.Details.Kind == "services", msg, s.Service) && apierrors.IsNotFound(err):
-			return exitErr(ExitNotFound, err,
-				"Pulltrace is not installed: service %s not found. Install it with `kubectl pulltrace install`, or point --server-namespace/--server-service at an existing installation", svc)
-		case unreachableStatus(int(status.Code), msg):
-			return exitErr(ExitUnreachable, err,
-				"the Pulltrace server behind service %s is not reachable: its pods are not ready or not running (%s); check `kubectl -n %s get pods -l app.kubernetes.io/component=server`",
-				svc, firstLine(msg), s.Namespace)
-		case apierrors.IsNotFound(err):
-			return exitErr(ExitNotFound, err, "the Pulltrace server has no endpoint %s (is it older than this plugin? compare `kubectl pulltrace version`): %s", path, firstLine(msg))
+	if !errors.As(err, &st) {
+		if isNetworkError(err) {
+			return exitErr(ExitUnreachable, err, "cannot reach the Kubernetes API server: %v", err)
 		}
-		return exitErr(ExitError, err, "request %s through the service proxy of %s failed: %s", path, svc, firstLine(msg))
+		return fmt.Errorf("request %s through the service proxy of %s: %w", path, svc, err)
 	}
-	if isNetworkError(err) {
-		return exitErr(ExitUnreachable, err, "cannot reach the Kubernetes API server: %v", err)
+	status := st.Status()
+	msg := statusMessage(status)
+	if (msg == "" || msg == "unknown") && len(body) > 0 {
+		msg = serverText(string(body))
 	}
-	return fmt.Errorf("request %s through the service proxy of %s: %w", path, svc, err)
+	switch {
+	case apierrors.IsForbidden(err):
+		return exitErr(ExitForbidden, err,
+			"forbidden: you need permission to get services/proxy in namespace %s: the plugin reaches the Pulltrace server only through the API server's service proxy, so it needs `get` on `services/proxy` (resourceName %s) there; check with `kubectl auth can-i get services/proxy -n %s`\n(API server: %s)",
+			s.Namespace, s.Service, s.Namespace, msg)
+	case apierrors.IsUnauthorized(err):
+		return exitErr(ExitForbidden, err, "the API server did not accept your credentials (%s); check the user of your kubeconfig context", msg)
+	case isServiceMissing(status.Details != nil && status.Details.Kind == "services", msg, s.Service) && apierrors.IsNotFound(err):
+		return notInstalled(err, svc)
+	case unreachableStatus(int(status.Code), msg):
+		// The API server says "no endpoints available" for a Service that does not exist
+		// as much as for one whose pods are not ready; the Service itself tells them apart.
+		if s.core != nil {
+			_, gerr := s.core.CoreV1().Services(s.Namespace).Get(ctx, s.Service, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(gerr):
+				return notInstalled(err, svc)
+			case gerr != nil && !strings.Contains(strings.ToLower(msg), "dial"):
+				return exitErr(ExitUnreachable, err,
+					"the Pulltrace server behind service %s is not reachable (%s): either Pulltrace is not installed there (`kubectl pulltrace install`) or its server pods are not ready (`kubectl -n %s get pods`)",
+					svc, firstLine(msg), s.Namespace)
+			}
+		}
+		return exitErr(ExitUnreachable, err,
+			"the Pulltrace server behind service %s is not reachable: its pods are not ready or not running (%s); check `kubectl -n %s get pods -l app.kubernetes.io/component=server`",
+			svc, firstLine(msg), s.Namespace)
+	case apierrors.IsNotFound(err):
+		return exitErr(ExitNotFound, err, "the Pulltrace server has no endpoint %s (is it older than this plugin? compare `kubectl pulltrace version`): %s", path, firstLine(msg))
+	}
+	return exitErr(ExitOther, err, "request %s through the service proxy of %s failed: %s", path, svc, firstLine(msg))
+}
+
+func notInstalled(err error, svc string) error {
+	return exitErr(ExitNotFound, err,
+		"Pulltrace is not installed: service %s not found. Install it with `kubectl pulltrace install`, or point --server-namespace/--server-service at an existing installation", svc)
+}
+
+// statusMessage prefers what the API server (or the Pulltrace server behind it) said over
+// client-go's generic text for the status code.
+func statusMessage(st metav1.Status) string {
+	if st.Details != nil {
+		for _, c := range st.Details.Causes {
+			if c.Type == metav1.CauseTypeUnexpectedServerResponse && strings.TrimSpace(c.Message) != "" && c.Message != "unknown" {
+				return serverText(c.Message)
+			}
+		}
+	}
+	return strings.TrimSpace(st.Message)
+}
+
+// serverText pulls the message out of a JSON Status or {"error": ...} body.
+func serverText(body string) string {
+	var v struct {
+		Message string `json:"message"`
+		Error   string `json:"error"`
+	}
+	if json.Unmarshal([]byte(body), &v) == nil {
+		if v.Message != "" {
+			return v.Message
+		}
+		if v.Error != "" {
+			return v.Error
+		}
+	}
+	return strings.TrimSpace(body)
 }
 
 // isServiceMissing recognises the API server's "services NAME not found": the proxy

@@ -26,6 +26,7 @@ type Server struct {
 	rest rest.Interface
 	// stream has no overall timeout: --request-timeout must not cut a follow.
 	stream rest.Interface
+	core   kubernetes.Interface
 }
 
 // NewServer builds a Server from a REST config.
@@ -40,7 +41,7 @@ func NewServer(cfg *rest.Config, namespace, service, port string) (*Server, erro
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes streaming client: %w", err)
 	}
-	return &Server{Namespace: namespace, Service: service, Port: port, rest: cs.CoreV1().RESTClient(), stream: scs.CoreV1().RESTClient()}, nil
+	return &Server{Namespace: namespace, Service: service, Port: port, rest: cs.CoreV1().RESTClient(), stream: scs.CoreV1().RESTClient(), core: cs}, nil
 }
 
 // ProxyPath is the API server path that reaches the server's root.
@@ -73,12 +74,14 @@ func (s *Server) request(c rest.Interface, path string, q url.Values) *rest.Requ
 
 // getJSON fetches path and decodes its JSON body into out.
 func (s *Server) getJSON(ctx context.Context, path string, q url.Values, out any) error {
-	body, err := s.request(s.rest, path, q).Do(ctx).Raw()
+	res := s.request(s.rest, path, q).Do(ctx)
+	body, err := res.Raw()
 	if err != nil {
-		return s.explainProxyError(err, path)
+		// Error, unlike Raw, decodes a Status body into the error it describes.
+		return s.explainProxyError(ctx, res.Error(), path, body)
 	}
 	if err := json.Unmarshal(body, out); err != nil {
-		return exitErr(ExitError, err, "the server's answer to %s is not the expected JSON (%v): %.200q", path, err, body)
+		return exitErr(ExitOther, err, "the server's answer to %s is not the expected JSON (%v): %.200q", path, err, body)
 	}
 	return nil
 }
@@ -127,7 +130,7 @@ func (s *Server) Events(ctx context.Context, q url.Values, lastID string) (io.Re
 	}
 	body, err := r.Stream(ctx)
 	if err != nil {
-		return nil, s.explainProxyError(err, "/api/v1/events")
+		return nil, s.explainProxyError(ctx, err, "/api/v1/events", nil)
 	}
 	return body, nil
 }

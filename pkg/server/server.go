@@ -87,8 +87,9 @@ func (s *Server) sink(events []api.PullEvent) {
 	if len(events) == 0 {
 		return
 	}
-	s.events.Log(events)
-	s.Broker.Publish(events)
+	data := eventlog.Encode(events)
+	s.events.Log(events, data)
+	s.Broker.PublishEncoded(events, data)
 }
 
 // Ready reports whether answers are complete: informer caches synced, or no Kubernetes.

@@ -76,9 +76,12 @@ type Snapshotter interface {
 type Broker struct {
 	cfg Config
 
-	mu      sync.Mutex
-	last    uint64
-	ring    []record // the newest cfg.Window events, oldest first
+	mu   sync.Mutex
+	last uint64
+	// ring holds the newest cfg.Window events; head is the oldest. A circular buffer, so
+	// publishing is O(1) however large the window.
+	ring    []record
+	head    int
 	clients map[*client]struct{}
 }
 
@@ -104,6 +107,16 @@ func (b *Broker) LastID() uint64 {
 
 // Publish numbers and delivers events. It never blocks on a client.
 func (b *Broker) Publish(events []api.PullEvent) {
+	data := make([][]byte, len(events))
+	for i := range events {
+		data[i], _ = json.Marshal(&events[i])
+	}
+	b.PublishEncoded(events, data)
+}
+
+// PublishEncoded is Publish with the events already encoded (data[i] is events[i]), so the
+// server encodes each event once for its log and its stream.
+func (b *Broker) PublishEncoded(events []api.PullEvent, data [][]byte) {
 	if len(events) == 0 {
 		return
 	}
@@ -111,17 +124,18 @@ func (b *Broker) Publish(events []api.PullEvent) {
 	defer b.mu.Unlock()
 	for i := range events {
 		ev := &events[i]
-		data, err := json.Marshal(ev)
-		if err != nil {
+		data := data[i]
+		if data == nil {
 			continue // a Pull always marshals; nothing to deliver if it somehow does not
 		}
 		b.last++
 		rec := record{id: b.last, ev: ev, data: data}
-		if len(b.ring) >= b.cfg.Window {
-			copy(b.ring, b.ring[1:])
-			b.ring = b.ring[:len(b.ring)-1]
+		if len(b.ring) < b.cfg.Window {
+			b.ring = append(b.ring, rec)
+		} else {
+			b.ring[b.head] = rec
+			b.head = (b.head + 1) % len(b.ring)
 		}
-		b.ring = append(b.ring, rec)
 		for c := range b.clients {
 			if c.overflow || !c.filter.Match(&ev.Pull) {
 				continue
@@ -143,8 +157,13 @@ func (b *Broker) register(f aggregate.Filter, resumeFrom uint64) (c *client, rep
 	defer b.mu.Unlock()
 	c = &client{filter: f}
 	var missed []record
-	if resumeFrom > 0 && resumeFrom <= b.last && (len(b.ring) > 0 && resumeFrom+1 >= b.ring[0].id || resumeFrom == b.last) {
-		for _, r := range b.ring {
+	oldest := uint64(0)
+	if len(b.ring) > 0 {
+		oldest = b.ring[b.head].id
+	}
+	if resumeFrom > 0 && resumeFrom <= b.last && (len(b.ring) > 0 && resumeFrom+1 >= oldest || resumeFrom == b.last) {
+		for i := range b.ring {
+			r := b.ring[(b.head+i)%len(b.ring)]
 			if r.id > resumeFrom && f.Match(&r.ev.Pull) {
 				missed = append(missed, r)
 			}
@@ -182,14 +201,14 @@ func (b *Broker) Serve(w http.ResponseWriter, r *http.Request, f aggregate.Filte
 	w.WriteHeader(http.StatusOK)
 
 	resume := lastEventID(r)
-	write := func(s string) bool {
+	write := func(p []byte) bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(b.cfg.WriteTimeout))
-		if _, err := w.Write([]byte(s)); err != nil {
+		if _, err := w.Write(p); err != nil {
 			return false
 		}
 		return rc.Flush() == nil
 	}
-	if !write(fmt.Sprintf("retry: %d\n\n", b.cfg.Retry.Milliseconds())) {
+	if !write(fmt.Appendf(nil, "retry: %d\n\n", b.cfg.Retry.Milliseconds())) {
 		return
 	}
 	for {
@@ -218,31 +237,56 @@ func (b *Broker) Serve(w http.ResponseWriter, r *http.Request, f aggregate.Filte
 	}
 }
 
-func (b *Broker) pump(r *http.Request, c *client, replayed bool, last uint64, snap []byte, write func(string) bool) bool {
+func (b *Broker) pump(r *http.Request, c *client, replayed bool, last uint64, snap []byte, write func([]byte) bool) bool {
 	if !replayed {
-		if !write(fmt.Sprintf("id: %d\nevent: snapshot\ndata: %s\n\n", last, snap)) {
+		if !write(fmt.Appendf(nil, "id: %d\nevent: snapshot\ndata: %s\n\n", last, snap)) {
 			return false
 		}
 	}
 	tick := time.NewTicker(b.cfg.Heartbeat)
 	defer tick.Stop()
+	var buf []byte
 	for {
 		select {
 		case <-r.Context().Done():
 			return false
 		case <-tick.C:
-			if !write(": ping\n\n") {
+			if !write([]byte(": ping\n\n")) {
 				return false
 			}
 		case rec, ok := <-c.ch:
 			if !ok {
 				return true // overflowed: the caller resyncs
 			}
-			if !write(fmt.Sprintf("id: %d\nevent: %s\ndata: %s\n\n", rec.id, rec.ev.Type, rec.data)) {
+			// Everything already queued goes out in one write and one flush: a report
+			// that changes many layers costs each client one syscall, not one per event.
+			buf = appendEvent(buf[:0], rec)
+			closed := false
+		drain:
+			for len(buf) < 256<<10 {
+				select {
+				case more, ok := <-c.ch:
+					if !ok {
+						closed = true
+						break drain
+					}
+					buf = appendEvent(buf, more)
+				default:
+					break drain
+				}
+			}
+			if !write(buf) {
 				return false
+			}
+			if closed {
+				return true
 			}
 		}
 	}
+}
+
+func appendEvent(buf []byte, rec record) []byte {
+	return fmt.Appendf(buf, "id: %d\nevent: %s\ndata: %s\n\n", rec.id, rec.ev.Type, rec.data)
 }
 
 // lastEventID reads the resume point from the header browsers send, or from a query

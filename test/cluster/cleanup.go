@@ -131,7 +131,16 @@ func writeOwner(dir string) error {
 	if err != nil {
 		return fmt.Errorf("own start time: %w", err)
 	}
-	return os.WriteFile(filepath.Join(dir, ownerFile), fmt.Appendf(nil, "%d %d\n", os.Getpid(), st), 0o644)
+	// Written whole and renamed into place: a sweeper in another process must never read
+	// a half-written owner and take a live cluster for a dead one.
+	tmp := filepath.Join(dir, ownerFile+".tmp")
+	if err := os.WriteFile(tmp, fmt.Appendf(nil, "%d %d\n", os.Getpid(), st), 0o644); err != nil {
+		return fmt.Errorf("owner file: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, ownerFile)); err != nil {
+		return fmt.Errorf("owner file: %w", err)
+	}
+	return nil
 }
 
 // Owner returns the pid recorded as owning a cluster folder and whether that process is

@@ -77,7 +77,6 @@ type Cluster struct {
 	logFile *os.File
 	sp      *spawner
 	bins    map[string]string // component name -> bin folder
-	rootDir string            // owning folder is ours to remove when we created it
 
 	mu         sync.Mutex
 	containerd *Process
@@ -217,6 +216,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("cluster folder: %w", err)
 		}
+	}
+	// mountinfo shows resolved paths; a symlinked temp dir would hide our mounts from Stop.
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
 	}
 	c := &Cluster{Dir: dir, opts: opts, bins: bins, sp: newSpawner()}
 	if err := writeOwner(dir); err != nil {

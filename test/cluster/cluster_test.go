@@ -54,7 +54,41 @@ func TestMain(m *testing.M) {
 		_ = http.Serve(ln, mux)
 		os.Exit(0)
 	}
+	if os.Getenv(childEnv) == "own-cluster" {
+		ownCluster()
+	}
 	os.Exit(m.Run())
+}
+
+// ownCluster starts a cluster with an overlay mount under its folder, reports it, and
+// waits to be killed: the owner that never gets to run Stop.
+func ownCluster() {
+	ctx := context.Background()
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "own-cluster:", err)
+		os.Exit(1)
+	}
+	c, err := cluster.Start(ctx, cluster.Options{Containerd: true})
+	if err != nil {
+		fail(err)
+	}
+	im, err := c.PushImage(ctx, cluster.ImageSpec{Repo: "pulltrace/orphan", LayerSizes: []int64{64 * 1024}})
+	if err != nil {
+		fail(err)
+	}
+	if err := c.CtrPull(ctx, im.Ref); err != nil {
+		fail(err)
+	}
+	mnt := filepath.Join(c.Dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		fail(err)
+	}
+	if _, err := c.Ctr(ctx, "images", "mount", im.Ref, mnt); err != nil {
+		fail(err)
+	}
+	fmt.Printf("DIR %s\n", c.Dir)
+	fmt.Printf("PIDS %s\n", strings.Trim(fmt.Sprint(c.Pids()), "[]"))
+	select {}
 }
 
 // TestCluster runs the foundation checks against one real cluster: starting one costs
@@ -607,13 +641,24 @@ func testRestart(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 
 func testStop(t *testing.T, c *cluster.Cluster, exposed []*cluster.Exposed) {
 	dir := c.Dir
+	// An overlay mount under the folder, as a mounted snapshot would leave.
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Ctr(t.Context(), "images", "mount", c.PullRef("pulltrace/three", "v1"), mnt); err != nil {
+		t.Fatal(err)
+	}
+	if !mountedUnder(t, dir) {
+		t.Fatal("no mount under the folder after ctr images mount")
+	}
 	pids := c.Pids()
 	if len(pids) < 5 {
 		t.Errorf("only %d children recorded: %v", len(pids), pids)
 	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	t.Logf("before stop: %d children, %d mount lines under the folder, %d exposed services",
-		len(pids), strings.Count(string(mounts), dir), len(exposed))
+	t.Logf("before stop: %d children, %d mounts under the folder, %d exposed services",
+		len(pids), strings.Count(string(mounts), dir+"/"), len(exposed))
 	start := time.Now()
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -668,4 +713,105 @@ func testStop(t *testing.T, c *cluster.Cluster, exposed []*cluster.Exposed) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+}
+
+// TestKilledOwnerLeavesNothingRunning kills a process that owns a cluster without letting
+// it stop anything: its children must die with it, and the next cluster start must remove
+// the mounts and folder it left.
+func TestKilledOwnerLeavesNothingRunning(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real cluster: skipped in -short mode")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=own-cluster")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var dir string
+	var pids []int
+	timeout := time.After(90 * time.Second)
+	for dir == "" || pids == nil {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("owner process ended early:\n%s", stderr.String())
+			}
+			if d, ok := strings.CutPrefix(l, "DIR "); ok {
+				dir = d
+			}
+			if p, ok := strings.CutPrefix(l, "PIDS "); ok {
+				pids = []int{}
+				for _, f := range strings.Fields(p) {
+					n, _ := strconv.Atoi(f)
+					pids = append(pids, n)
+				}
+			}
+		case <-timeout:
+			t.Fatalf("owner process did not report its cluster:\n%s", stderr.String())
+		}
+	}
+	if len(pids) < 2 {
+		t.Fatalf("owner reported children %v", pids)
+	}
+	if !mountedUnder(t, dir) {
+		t.Fatalf("no mount under %s to leave behind", dir)
+	}
+
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("child %d outlived its killed owner", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	// The next start sweeps what the dead owner left.
+	c := cluster.StartT(t, cluster.Options{Registry: true})
+	c.Stop()
+	if mountedUnder(t, dir) {
+		t.Errorf("mounts under %s survived the sweep", dir)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("folder %s survived the sweep (%v)", dir, err)
+	}
+}
+
+func mountedUnder(t *testing.T, dir string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(b), dir+"/")
+}
+
+// alive reports whether pid exists and is not a zombie waiting for init to reap it.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || (s[i+2] != 'Z' && s[i+2] != 'X')
 }

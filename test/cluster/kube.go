@@ -515,9 +515,9 @@ func setCondition(pod *corev1.Pod, typ corev1.PodConditionType, status corev1.Co
 	})
 }
 
-// APIProxyClient returns an http.Client authenticated as admin to the apiserver, for raw
+// AdminHTTPClient returns an http.Client authenticated as admin to the apiserver, for raw
 // requests such as service-proxy streams.
-func (c *Cluster) APIProxyClient() (*http.Client, error) {
+func (c *Cluster) AdminHTTPClient() (*http.Client, error) {
 	cfg := c.AdminConfig()
 	if cfg == nil {
 		return nil, fmt.Errorf("cluster runs without Kube")

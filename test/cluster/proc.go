@@ -75,7 +75,6 @@ type Process struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	err     error
-	log     *os.File
 }
 
 // startProcess runs bin with args, logging to logPath (appended, so a restart keeps the
@@ -95,7 +94,7 @@ func (s *spawner) startProcess(name, logPath, bin string, args, env []string, ex
 		lf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{}), log: lf}
+	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		fmt.Fprintf(lf, "=== %s exit %s: %v\n", time.Now().Format(time.RFC3339Nano), name, p.err)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# make bench: Go benchmarks of the hot paths, then the load program against real processes
+# on loopback. Prints figures; asserts nothing (speed is measured, never a test verdict).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== Go benchmarks (one machine, one run; compare with benchstat across runs)"
+go test -run '^$' -bench . -benchtime 2s ./pkg/tracker ./pkg/aggregate ./pkg/stream ./pkg/server | grep -E '^(Benchmark|goos|goarch|cpu)'
+echo
+echo "== Load: server intake, SSE fan-out, agent on a real pull, end-to-end delay"
+hack/components.sh containerd crictl registry kube kubectl
+go run ./hack/loadtest "$@"

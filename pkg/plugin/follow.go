@@ -1,0 +1,456 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/d44b/pulltrace/pkg/api"
+	"github.com/d44b/pulltrace/pkg/sseclient"
+)
+
+type followOptions struct {
+	*Options
+	output string
+	layers bool
+	watch  bool
+
+	// Timings; tests shorten them.
+	frame       time.Duration // live redraw interval (~10 fps)
+	recheck     time.Duration // how often a followed pod is read again
+	hintAfter   time.Duration // when to say that no pull has shown up yet
+	giveUpAfter time.Duration // reconnect attempts stop after failing this long (not with --watch)
+}
+
+func newFollowCommand(o *Options) *cobra.Command {
+	f := &followOptions{Options: o, frame: 100 * time.Millisecond, recheck: 5 * time.Second,
+		hintAfter: 20 * time.Second, giveUpAfter: 2 * time.Minute}
+	cmd := &cobra.Command{
+		Use:   "follow (pod/NAME | node/NAME | deploy/NAME | sts/NAME | ds/NAME | rs/NAME | job/NAME | NAME)",
+		Short: "Follow the pulls of a pod, a workload's pods or a node live",
+		Long: `Follow image pulls as they happen. On a terminal, each pull gets a progress bar redrawn in
+place (with -v, one line per layer), like docker pull. Otherwise, one line per event; with
+-o json, the v1 PullEvent objects exactly as the server sends them, one per line.
+
+A pod (or the pods a workload's selector matches when the command starts) is followed until
+every container that waits for an image has it: exit 0 when each pull completed or the image
+was already present (cached), exit 1 with the error when a pull failed. A node is followed
+until no pull on it is in progress any more (after at least one was). --watch keeps
+following forever. A dropped stream is resumed (Last-Event-ID) with backoff.
+
+` + exitCodesHelp,
+		Example: `  kubectl pulltrace follow pod/web-5d9c7 -n shop
+  kubectl pulltrace follow deploy/web -n shop -v
+  kubectl pulltrace follow node/worker-3 --watch
+  kubectl pulltrace follow pod/web-5d9c7 -o json | jq .type`,
+		ValidArgsFunction: completeFollowArgs(o),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageErr("follow takes exactly one target: pod/NAME, node/NAME or a workload such as deploy/NAME")
+			}
+			return f.run(cmd.Context(), args[0])
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.output, "output", "o", "", "Output format: json prints each PullEvent as one JSON line")
+	fl.BoolVarP(&f.layers, "layers", "v", false, "Show each layer (terminal view) ")
+	fl.BoolVar(&f.watch, "watch", false, "Keep following after the pulls finished, forever")
+	registerFlagCompletions(cmd, o)
+	return cmd
+}
+
+// target is what a follow watches.
+type target struct {
+	kind, name, namespace string
+	node                  string        // node mode
+	pods                  []*corev1.Pod // pod and workload modes
+}
+
+func (t *target) describe() string {
+	if t.node != "" {
+		return "node/" + t.node
+	}
+	return t.kind + "/" + t.name + " in namespace " + t.namespace
+}
+
+var workloadKinds = map[string]string{
+	"deploy": "deployments", "deployment": "deployments", "deployments": "deployments",
+	"rs": "replicasets", "replicaset": "replicasets", "replicasets": "replicasets",
+	"sts": "statefulsets", "statefulset": "statefulsets", "statefulsets": "statefulsets",
+	"ds": "daemonsets", "daemonset": "daemonsets", "daemonsets": "daemonsets",
+	"job": "jobs", "jobs": "jobs",
+}
+
+// parseTarget splits TYPE/NAME; a bare NAME is a pod, as with kubectl logs.
+func parseTarget(arg string) (kind, name string, err error) {
+	kind, name, ok := strings.Cut(arg, "/")
+	if !ok {
+		kind, name = "pod", arg
+	}
+	switch kind {
+	case "pod", "pods", "po":
+		kind = "pod"
+	case "node", "nodes", "no":
+		kind = "node"
+	default:
+		if r, ok := workloadKinds[kind]; ok {
+			kind = singular(r)
+		} else {
+			return "", "", usageErr("cannot follow %q: want pod/NAME, node/NAME, deploy/NAME, sts/NAME, ds/NAME, rs/NAME or job/NAME", arg)
+		}
+	}
+	if name == "" || strings.Contains(name, "/") {
+		return "", "", usageErr("bad target %q: want TYPE/NAME", arg)
+	}
+	return kind, name, nil
+}
+
+func (f *followOptions) resolve(ctx context.Context, cs kubernetes.Interface, kind, name string) (*target, error) {
+	t := &target{kind: kind, name: name}
+	if kind == "node" {
+		t.node = name
+		_, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		// Reading nodes is a cluster-scoped right many users lack; the stream itself does
+		// not need it, so only a definite "not found" stops here.
+		if apierrors.IsNotFound(err) {
+			return nil, explainKubeError(err, "get", "nodes", "", name)
+		}
+		return t, nil
+	}
+	ns, err := f.namespace()
+	if err != nil {
+		return nil, err
+	}
+	t.namespace = ns
+	if kind == "pod" {
+		pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, explainKubeError(err, "get", "pods", ns, name)
+		}
+		t.pods = []*corev1.Pod{pod}
+		return t, nil
+	}
+	var sel *metav1.LabelSelector
+	resource := workloadKinds[kind]
+	switch resource {
+	case "deployments":
+		o, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, explainKubeError(err, "get", resource, ns, name)
+		}
+		sel = o.Spec.Selector
+	case "replicasets":
+		o, err := cs.AppsV1().ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, explainKubeError(err, "get", resource, ns, name)
+		}
+		sel = o.Spec.Selector
+	case "statefulsets":
+		o, err := cs.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, explainKubeError(err, "get", resource, ns, name)
+		}
+		sel = o.Spec.Selector
+	case "daemonsets":
+		o, err := cs.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, explainKubeError(err, "get", resource, ns, name)
+		}
+		sel = o.Spec.Selector
+	case "jobs":
+		o, err := cs.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, explainKubeError(err, "get", resource, ns, name)
+		}
+		sel = o.Spec.Selector
+	}
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil || s.Empty() {
+		return nil, exitErr(ExitOther, err, "%s/%s has no usable pod selector", kind, name)
+	}
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: s.String()})
+	if err != nil {
+		return nil, explainKubeError(err, "list", "pods", ns, "")
+	}
+	for i := range pods.Items {
+		t.pods = append(t.pods, &pods.Items[i])
+	}
+	if len(t.pods) == 0 {
+		return nil, exitErr(ExitNotFound, nil, "no pods match the selector of %s/%s in namespace %s (%s)", kind, name, ns, s.String())
+	}
+	return t, nil
+}
+
+func (f *followOptions) run(ctx context.Context, arg string) error {
+	if f.output != "" && f.output != "json" {
+		return usageErr("unknown output format %q for follow: want json", f.output)
+	}
+	kind, name, err := parseTarget(arg)
+	if err != nil {
+		return err
+	}
+	cs, err := f.clientset()
+	if err != nil {
+		return err
+	}
+	t, err := f.resolve(ctx, cs, kind, name)
+	if err != nil {
+		return err
+	}
+	srv, err := f.server()
+	if err != nil {
+		return err
+	}
+	pr := f.newPrinter()
+	defer pr.Close()
+	st := newFollowState(t)
+	for _, m := range st.presentAtStart() {
+		pr.Message(m)
+	}
+	if !f.watch {
+		if done, err := st.outcome(); done {
+			return err
+		}
+	}
+	return f.loop(ctx, cs, srv, t, st, pr)
+}
+
+func (t *target) query() url.Values {
+	q := url.Values{}
+	switch {
+	case t.node != "":
+		q.Set("node", t.node)
+	case len(t.pods) == 1:
+		q.Set("namespace", t.namespace)
+		q.Set("pod", t.pods[0].Name)
+	default:
+		// Several pods: the server filters one pod at most, the rest is done here.
+		q.Set("namespace", t.namespace)
+	}
+	return q
+}
+
+// streamItem is what the reader hands the follow loop: an event, or a note about the
+// connection.
+type streamItem struct {
+	ev     sseclient.Event
+	notice string
+}
+
+func (f *followOptions) loop(ctx context.Context, cs kubernetes.Interface, srv *Server, t *target, st *followState, pr printer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	items := make(chan streamItem, 64)
+	errc := make(chan error, 1)
+	go func() { errc <- f.read(ctx, srv, t.query(), items) }()
+
+	frame := time.NewTicker(f.frame)
+	defer frame.Stop()
+	var recheck <-chan time.Time
+	if len(t.pods) > 0 {
+		tk := time.NewTicker(f.recheck)
+		defer tk.Stop()
+		recheck = tk.C
+	}
+	hint := time.NewTimer(f.hintAfter)
+	defer hint.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errc:
+			return err
+		case it := <-items:
+			if it.notice != "" {
+				pr.Notice(it.notice)
+				continue
+			}
+			recheckNow := f.handle(it.ev, st, pr)
+			if recheckNow && len(t.pods) > 0 {
+				if err := f.recheckPods(ctx, cs, t, st, pr); err != nil {
+					return err
+				}
+			}
+		case <-frame.C:
+			pr.Frame(st)
+			continue
+		case <-recheck:
+			if err := f.recheckPods(ctx, cs, t, st, pr); err != nil {
+				return err
+			}
+		case <-hint.C:
+			if m := st.stillWaiting(); m != "" {
+				pr.Notice(m)
+			}
+			continue
+		}
+		if !f.watch {
+			if done, err := st.outcome(); done {
+				pr.Frame(st)
+				if err == nil {
+					pr.Message(st.doneMessage())
+				}
+				return err
+			}
+		}
+	}
+}
+
+// handle applies one SSE event; it reports whether the pods should be read again (an
+// entry they waited on left the server).
+func (f *followOptions) handle(ev sseclient.Event, st *followState, pr printer) bool {
+	if ev.Type == "snapshot" {
+		var l api.PullList
+		if err := json.Unmarshal([]byte(ev.Data), &l); err != nil {
+			pr.Notice(fmt.Sprintf("ignoring a snapshot that is not JSON: %v", err))
+			return false
+		}
+		pulls := st.filter(l.Pulls)
+		for _, m := range st.snapshot(pulls) {
+			pr.Message(m)
+		}
+		pr.Snapshot(pulls)
+		return false
+	}
+	if !slices.Contains(api.EventTypes, api.EventType(ev.Type)) {
+		return false // a type from a newer server
+	}
+	var pe api.PullEvent
+	if err := json.Unmarshal([]byte(ev.Data), &pe); err != nil {
+		pr.Notice(fmt.Sprintf("ignoring an event that is not JSON: %v", err))
+		return false
+	}
+	if !st.matches(&pe.Pull) {
+		return false
+	}
+	msgs, recheck := st.apply(&pe)
+	pr.Event(&pe, ev.Data)
+	for _, m := range msgs {
+		pr.Message(m)
+	}
+	return recheck
+}
+
+// read streams events into items, reconnecting with Last-Event-ID and backoff when the
+// stream drops. The first connection's failure is returned at once: it is a setup problem
+// (not installed, forbidden, no server pods), not a blip.
+func (f *followOptions) read(ctx context.Context, srv *Server, q url.Values, items chan<- streamItem) error {
+	send := func(it streamItem) bool {
+		select {
+		case items <- it:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	lastID := ""
+	backoff := 500 * time.Millisecond
+	var failingSince time.Time
+	connected := false
+	for {
+		body, err := srv.Events(ctx, q, lastID)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			code := ExitCode(err)
+			if !connected || code == ExitForbidden || code == ExitNotFound {
+				return err
+			}
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if !f.watch && time.Since(failingSince) > f.giveUpAfter {
+				return err
+			}
+			if !send(streamItem{notice: fmt.Sprintf("reconnecting in %s: %v", backoff, err)}) {
+				return ctx.Err()
+			}
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			backoff = min(backoff*2, 10*time.Second)
+			continue
+		}
+		connected = true
+		failingSince = time.Time{}
+		rd := sseclient.NewReader(body)
+		var rerr error
+		for {
+			ev, err := rd.Next()
+			if err != nil {
+				rerr = err
+				break
+			}
+			backoff = 500 * time.Millisecond
+			if !send(streamItem{ev: ev}) {
+				body.Close()
+				return ctx.Err()
+			}
+		}
+		body.Close()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if rd.LastID != "" {
+			lastID = rd.LastID
+		}
+		why := "the server closed the stream"
+		if rerr != nil && !errors.Is(rerr, io.EOF) {
+			why = rerr.Error()
+		}
+		if !send(streamItem{notice: fmt.Sprintf("stream dropped (%s); resuming after event %s", why, lastOr(lastID, "0"))}) {
+			return ctx.Err()
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func lastOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// recheckPods reads the followed pods again: a container whose image arrived without a
+// pull the server saw (already present, or pulled while the stream was down) is done.
+func (f *followOptions) recheckPods(ctx context.Context, cs kubernetes.Interface, t *target, st *followState, pr printer) error {
+	for i, p := range t.pods {
+		cur, err := cs.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return exitErr(ExitNotFound, err, "pod %s/%s was deleted while it was followed", p.Namespace, p.Name)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			pr.Notice(fmt.Sprintf("cannot read pod %s/%s again: %v", p.Namespace, p.Name, err))
+			continue
+		}
+		t.pods[i] = cur
+		for _, m := range st.podUpdated(cur) {
+			pr.Message(m)
+		}
+	}
+	return nil
+}
