@@ -30,8 +30,8 @@ type handler struct {
 }
 
 func (h *handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level.Level() }
-func (h *handler) WithAttrs([]slog.Attr) slog.Handler          { return h }
-func (h *handler) WithGroup(string) slog.Handler               { return h }
+func (h *handler) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h *handler) WithGroup(string) slog.Handler                { return h }
 
 func (h *handler) Handle(_ context.Context, r slog.Record) error {
 	var line []byte
