@@ -56,6 +56,12 @@ func completionClient(o *Options) (kubernetes.Interface, context.Context, contex
 }
 
 func listNames(o *Options, resource string) []string {
+	names := listNamesUnsorted(o, resource)
+	slices.Sort(names)
+	return names
+}
+
+func listNamesUnsorted(o *Options, resource string) []string {
 	cs, ctx, cancel, ok := completionClient(o)
 	if !ok {
 		return nil

@@ -74,6 +74,12 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	switch {
+	case len(parts) == 3 && parts[2] == "nodes":
+		l := corev1.NodeList{TypeMeta: metav1.TypeMeta{Kind: "NodeList", APIVersion: "v1"}}
+		for n := range f.nodes {
+			l.Items = append(l.Items, corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}})
+		}
+		writeJSON(w, &l)
 	case len(parts) == 4 && parts[2] == "nodes":
 		if !f.nodes[parts[3]] {
 			status(w, 404, "NotFound", fmt.Sprintf("nodes %q not found", parts[3]), "nodes", parts[3])
