@@ -110,6 +110,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("platform %q: %w", p, err)
 		}
+		if plat.OS == "" || plat.Architecture == "" {
+			return nil, fmt.Errorf("platform %q: want os/arch[/variant]", p)
+		}
 		cfg.platforms = append(cfg.platforms, *plat)
 	}
 	return cfg, nil
