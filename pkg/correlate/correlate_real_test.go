@@ -274,3 +274,46 @@ func TestRealCorrelation(t *testing.T) {
 		}
 	}
 }
+
+// --watch-namespaces: pods outside the listed namespaces are neither attached nor queued.
+func TestRealWatchNamespaces(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real apiserver test; skipped with -short")
+	}
+	c := cluster.StartT(t, cluster.Options{Kube: true})
+	cs, err := c.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	corr, err := correlate.New(correlate.Config{Client: cs, Namespaces: []string{"team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	corr.Start(ctx)
+	for _, ns := range []string{"team-a", "team-b"} {
+		if _, err := c.CreatePod(ctx, ns, "app", "node-1", "registry.example/app:1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !corr.WaitForSync(ctx) {
+		t.Fatal("no sync")
+	}
+	p := api.Pull{ID: "p", NodeName: "node-1", ImageRef: "registry.example/app:1", State: api.PullActive, StartedAt: time.Now()}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		corr.Enrich(&p)
+		if len(p.Pods) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if podNames(p) != "team-a/app/c0" {
+		t.Fatalf("pods %q, want only team-a's", podNames(p))
+	}
+	q := corr.Queued(nil)
+	if len(q) != 1 || podNames(q[0]) != "team-a/app/c0" {
+		t.Fatalf("queued %+v", q)
+	}
+}
