@@ -46,24 +46,15 @@ func run(args []string) error {
 	beat := fs.Duration("heartbeat-interval", 15*time.Second, "how often an unchanged agent says it is alive")
 	stall := fs.Duration("stall-timeout", 30*time.Second, "no byte progress for this long marks a pull stalled")
 	health := fs.String("health-addr", ":9091", "address for /healthz, /livez and /metrics")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = envflag.Usage(fs, "PULLTRACE", "pulltrace-agent: reports image pull progress from containerd to the Pulltrace server.")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := envflag.Apply(fs, "PULLTRACE", nil); err != nil {
-		return err
-	}
-	if *showVersion {
-		fmt.Println(version)
-		return nil
-	}
-	lvl, err := envflag.Level(*level)
+	common, err := envflag.Parse(fs, args, "PULLTRACE", "pulltrace-agent: reports image pull progress from containerd to the Pulltrace server.")
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	if common.Version {
+		fmt.Println(version)
+		return nil
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: common.Level}))
 	if len(servers) == 0 {
 		servers = envflag.List{"http://pulltrace-server:8080"}
 	}

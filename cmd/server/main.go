@@ -48,24 +48,15 @@ func run(args []string) error {
 	maxPerNode := fs.Int("max-pulls-per-node", 500, "pulls held per node; the oldest finished ones are dropped first")
 	maxPulls := fs.Int("max-pulls", 50000, "pulls held in total")
 	maxReport := fs.Int64("max-report-bytes", 1<<20, "largest accepted report body")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = envflag.Usage(fs, "PULLTRACE", "pulltrace-server: merges agent reports and serves image pull progress.")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := envflag.Apply(fs, "PULLTRACE", nil); err != nil {
-		return err
-	}
-	if *showVersion {
-		fmt.Println(version)
-		return nil
-	}
-	lvl, err := envflag.Level(*level)
+	common, err := envflag.Parse(fs, args, "PULLTRACE", "pulltrace-server: merges agent reports and serves image pull progress.")
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	if common.Version {
+		fmt.Println(version)
+		return nil
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: common.Level}))
 
 	kube, err := kubeClient(*kubeconfig)
 	if err != nil {
@@ -87,7 +78,7 @@ func run(args []string) error {
 	srv, err := server.New(server.Config{
 		Version: version, Token: token, MaxReport: *maxReport, Kube: kube, Namespaces: namespaces,
 		Aggregate: aggregate.Config{HistoryTTL: *ttl, MaxPerNode: *maxPerNode, MaxTotal: *maxPulls, AgentTimeout: *agentTimeout},
-		UI:        web.Handler(), Logger: log, EventLog: os.Stdout, LogLevel: lvl,
+		UI:        web.Handler(), Logger: log, EventLog: os.Stdout, LogLevel: common.Level,
 	})
 	if err != nil {
 		return err

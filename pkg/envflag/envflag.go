@@ -81,3 +81,28 @@ func Level(s string) (slog.Level, error) {
 	}
 	return l, nil
 }
+
+// Common are the flags every Pulltrace daemon has, parsed by Parse.
+type Common struct {
+	Level   slog.Level
+	Version bool
+}
+
+// Parse registers --log-level and --version, parses args, applies the environment and
+// checks the level: the start-up both daemons share. ErrHelp comes back for --help.
+func Parse(fs *flag.FlagSet, args []string, prefix, summary string) (Common, error) {
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	version := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = Usage(fs, prefix, summary)
+	if err := fs.Parse(args); err != nil {
+		return Common{}, err
+	}
+	if err := Apply(fs, prefix, nil); err != nil {
+		return Common{}, err
+	}
+	lvl, err := Level(*level)
+	if err != nil {
+		return Common{}, err
+	}
+	return Common{Level: lvl, Version: *version}, nil
+}
