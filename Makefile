@@ -18,6 +18,8 @@ help:
 	@echo "make test        every test, real components included (builds them once into ~/.cache/pulltrace)"
 	@echo "make test-unit   fast tests only: no containerd, apiserver or browser"
 	@echo "make build       web UI + bin/pulltrace-server, bin/pulltrace-agent, bin/kubectl-pulltrace"
+	@echo "make images      agent and server OCI images without Docker (REGISTRY=... to push)"
+	@echo "make dist        kubectl-pulltrace archives for krew, sha256s into plugins/krew.yaml"
 	@echo "make lint        gofmt and go vet"
 	@echo "make bench       benchmarks, printed as figures"
 	@echo "make cluster-up / cluster-down   the real local cluster on its own"
@@ -82,9 +84,15 @@ clean:
 # The tag defaults to the chart's appVersion, not the git-describe VERSION above, so that the
 # chart's default image tags are what this builds; VERSION=... on the command line or in the
 # environment overrides it. Depends on web so the server binary embeds the real UI.
+IMAGES_FLAGS = -go '$(GO)' \
+  $(if $(filter command line environment environment override,$(origin VERSION)),-version '$(VERSION)') \
+  $(if $(REGISTRY),-registry '$(REGISTRY)') $(if $(filter 1 true yes,$(PUSH)),-push)
 .PHONY: images
 images: web
-	$(GO) run ./hack/images -go '$(GO)' \
-	  $(if $(filter command line environment environment override,$(origin VERSION)),-version '$(VERSION)') \
-	  $(if $(REGISTRY),-registry '$(REGISTRY)') \
-	  $(if $(filter 1 true yes,$(PUSH)),-push)
+	$(GO) run ./hack/images $(strip $(IMAGES_FLAGS))
+
+# kubectl-pulltrace for krew: six archives in dist/, their sha256s written into
+# plugins/krew.yaml (hack/krew-test.sh validates and installs the result offline).
+.PHONY: dist
+dist:
+	hack/dist.sh
