@@ -314,8 +314,10 @@ func (s *Store) enrich(p *api.Pull) {
 	}
 }
 
+// event shares p's slices (a shallow copy): a stored pull is replaced, never edited in
+// place, so the events of one change share one pull, which the encoder then marshals once.
 func (s *Store) event(t api.EventType, p *api.Pull, l *api.Layer, now time.Time) api.PullEvent {
-	ev := api.PullEvent{SchemaVersion: api.SchemaVersion, Timestamp: now.UTC(), Type: t, NodeName: p.NodeName, Pull: p.Clone()}
+	ev := api.PullEvent{SchemaVersion: api.SchemaVersion, Timestamp: now.UTC(), Type: t, NodeName: p.NodeName, Pull: *p}
 	if l != nil {
 		lc := *l
 		ev.Layer = &lc

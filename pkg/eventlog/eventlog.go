@@ -60,17 +60,86 @@ func New(w io.Writer, level slog.Leveler) *Logger {
 	return &Logger{log: slog.New(&handler{w: w, level: level})}
 }
 
-// Encode marshals events once, for the log and the SSE stream alike.
+// Encode marshals events once, for the log and the SSE stream alike. One report's events
+// mostly carry the same pull (a layer event per moving layer, then the pull's progress), so
+// a pull equal to the previous event's is encoded once and spliced in; the output is
+// byte-for-byte what json.Marshal gives (a test holds it to that).
 func Encode(events []api.PullEvent) [][]byte {
 	out := make([][]byte, len(events))
+	var prev *api.Pull
+	var pullJSON []byte
 	for i := range events {
-		b, err := json.Marshal(&events[i])
-		if err != nil {
-			continue // a PullEvent always marshals; an empty slot is skipped downstream
+		ev := &events[i]
+		if prev == nil || !SamePull(prev, &ev.Pull) {
+			b, err := json.Marshal(&ev.Pull)
+			if err != nil {
+				prev = nil
+				continue // a Pull always marshals; an empty slot is skipped downstream
+			}
+			prev, pullJSON = &ev.Pull, b
 		}
-		out[i] = b
+		out[i] = encodeEvent(ev, pullJSON)
 	}
 	return out
+}
+
+// encodeEvent writes the PullEvent object in its struct's field order around a ready pull.
+func encodeEvent(ev *api.PullEvent, pullJSON []byte) []byte {
+	ts, _ := ev.Timestamp.MarshalJSON()
+	buf := make([]byte, 0, len(pullJSON)+256)
+	buf = append(buf, `{"schemaVersion":`...)
+	buf = appendString(buf, ev.SchemaVersion)
+	buf = append(buf, `,"timestamp":`...)
+	buf = append(buf, ts...)
+	buf = append(buf, `,"type":`...)
+	buf = appendString(buf, string(ev.Type))
+	buf = append(buf, `,"nodeName":`...)
+	buf = appendString(buf, ev.NodeName)
+	buf = append(buf, `,"pull":`...)
+	buf = append(buf, pullJSON...)
+	if ev.Layer != nil {
+		l, _ := json.Marshal(ev.Layer)
+		buf = append(buf, `,"layer":`...)
+		buf = append(buf, l...)
+	}
+	return append(buf, '}')
+}
+
+// appendString quotes s as encoding/json does. Names, types and node names are plain
+// ASCII almost always; anything json would escape goes through json itself.
+func appendString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s)
+			return append(buf, b...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
+}
+
+// SamePull reports whether two pulls encode identically because they are copies of one
+// stored pull: equal fields, and slices that share their backing arrays. Any field that
+// differs, including one added to api.Pull later, makes it false (a test walks every field).
+func SamePull(a, b *api.Pull) bool {
+	if a.ID != b.ID || a.NodeName != b.NodeName || a.ImageRef != b.ImageRef || a.Repository != b.Repository ||
+		a.ManifestDigest != b.ManifestDigest || a.IndexDigest != b.IndexDigest || a.State != b.State ||
+		a.TotalBytes != b.TotalBytes || a.DownloadedBytes != b.DownloadedBytes || a.BytesPerSec != b.BytesPerSec ||
+		a.ETASeconds != b.ETASeconds || a.Percent != b.Percent || a.LayerCount != b.LayerCount ||
+		a.LayersDone != b.LayersDone || a.TotalKnown != b.TotalKnown || !a.StartedAt.Equal(b.StartedAt) ||
+		a.StartedAt.Location() != b.StartedAt.Location() || a.CompletedAt != b.CompletedAt ||
+		!a.UpdatedAt.Equal(b.UpdatedAt) || a.UpdatedAt.Location() != b.UpdatedAt.Location() || a.Error != b.Error {
+		return false
+	}
+	return sameSlice(a.Pods, b.Pods) && sameSlice(a.Layers, b.Layers)
+}
+
+func sameSlice[T any](a, b []T) bool {
+	if len(a) != len(b) || (a == nil) != (b == nil) {
+		return false
+	}
+	return len(a) == 0 || &a[0] == &b[0]
 }
 
 // Log writes one line per event; data[i] is events[i] encoded by Encode.

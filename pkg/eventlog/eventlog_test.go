@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -46,5 +47,68 @@ func TestLineIsTheEvent(t *testing.T) {
 	}
 	if !strings.HasPrefix(lines[0], `{"schemaVersion":"v1","timestamp":"2025-01-15T10:30:00Z","type":"layer.progress","nodeName":"worker-1","pull":{`) {
 		t.Fatalf("field order differs from the v1 sample: %s", lines[0])
+	}
+}
+
+// Encode must give exactly json.Marshal's bytes, for shared and unshared pulls alike.
+func TestEncodeMatchesMarshal(t *testing.T) {
+	eta := 3.5
+	done := time.Date(2025, 1, 15, 10, 31, 0, 0, time.UTC)
+	p := api.Pull{ID: "p", NodeName: "n<&>", ImageRef: "r/x:1", State: api.PullActive, TotalBytes: 30, DownloadedBytes: 12, BytesPerSec: 1.5,
+		ETASeconds: &eta, Percent: 40, LayerCount: 2, LayersDone: 1, TotalKnown: true, StartedAt: time.Unix(1700000000, 5).UTC(),
+		UpdatedAt: time.Unix(1700000001, 0).UTC(), Pods: []api.PodRef{{Namespace: "a", PodName: "b", Container: "c"}},
+		Layers: []api.Layer{{Digest: "sha256:aa", TotalBytes: 10, DownloadedBytes: 10, State: api.LayerDone}, {Digest: "sha256:bb", TotalBytes: 20, DownloadedBytes: 2, State: api.LayerDownloading}}}
+	fin := p
+	fin.State, fin.CompletedAt, fin.ETASeconds = api.PullCompleted, &done, nil
+	ts := time.Date(2025, 1, 15, 10, 30, 0, 123, time.UTC)
+	evs := []api.PullEvent{
+		{SchemaVersion: "v1", Timestamp: ts, Type: api.EventLayerProgress, NodeName: "n", Pull: p, Layer: &p.Layers[1]},
+		{SchemaVersion: "v1", Timestamp: ts, Type: api.EventLayerCompleted, NodeName: "n", Pull: p, Layer: &p.Layers[0]},
+		{SchemaVersion: "v1", Timestamp: ts, Type: api.EventPullProgress, NodeName: "n", Pull: p},
+		{SchemaVersion: "v1", Timestamp: ts, Type: api.EventPullCompleted, NodeName: "n", Pull: fin},
+		{SchemaVersion: "v1", Timestamp: ts, Type: api.EventPullRemoved, NodeName: "n", Pull: api.Pull{ID: "q", Pods: []api.PodRef{}, Layers: []api.Layer{}}},
+	}
+	got := Encode(evs)
+	for i := range evs {
+		want, _ := json.Marshal(&evs[i])
+		if string(got[i]) != string(want) {
+			t.Fatalf("event %d:\n got %s\nwant %s", i, got[i], want)
+		}
+	}
+}
+
+// SamePull must notice a difference in every field of api.Pull, including fields added
+// after this test was written: otherwise Encode could splice in a stale pull.
+func TestSamePullSeesEveryField(t *testing.T) {
+	base := api.Pull{Pods: []api.PodRef{{}}, Layers: []api.Layer{{}}}
+	rt := reflect.TypeOf(base)
+	for i := range rt.NumField() {
+		c := base
+		f := reflect.ValueOf(&c).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString("x")
+		case reflect.Int, reflect.Int64:
+			f.SetInt(7)
+		case reflect.Float64:
+			f.SetFloat(7)
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Pointer:
+			f.Set(reflect.New(f.Type().Elem()))
+		case reflect.Slice:
+			f.Set(reflect.MakeSlice(f.Type(), 1, 1))
+		case reflect.Struct: // time.Time
+			f.Set(reflect.ValueOf(time.Unix(1, 0)))
+		default:
+			t.Fatalf("field %s of kind %s: teach this test and SamePull about it", rt.Field(i).Name, f.Kind())
+		}
+		if SamePull(&base, &c) {
+			t.Errorf("SamePull misses a change of %s", rt.Field(i).Name)
+		}
+	}
+	same := base
+	if !SamePull(&base, &same) {
+		t.Error("a shallow copy must be the same pull")
 	}
 }

@@ -124,15 +124,10 @@ func (h *handlers) report(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var rep api.AgentReport
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	if err := dec.Decode(&rep); err != nil {
+	// Unmarshal, not a Decoder: no copy of the body, and trailing data is an error too.
+	if err := json.Unmarshal(body, &rep); err != nil {
 		h.cfg.OnReport("invalid")
 		writeError(w, http.StatusBadRequest, "body is not a JSON AgentReport: "+err.Error())
-		return
-	}
-	if dec.More() {
-		h.cfg.OnReport("invalid")
-		writeError(w, http.StatusBadRequest, "body has data after the report")
 		return
 	}
 	if err := rep.Validate(); err != nil {
