@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/d44b/pulltrace/pkg/ociimage"
@@ -103,9 +104,13 @@ func TestDefaultsMatchChart(t *testing.T) {
 // and, in containerd's verbose info, the image config as containerd resolved it.
 type inspected struct {
 	Status struct {
-		RepoTags    []string        `json:"repoTags"`
-		RepoDigests []string        `json:"repoDigests"`
-		UID         json.RawMessage `json:"uid"`
+		RepoTags    []string `json:"repoTags"`
+		RepoDigests []string `json:"repoDigests"`
+		// crictl prints the CRI's Int64Value as {"value": "65532"}; json.Number takes
+		// that and a bare number alike.
+		UID *struct {
+			Value json.Number `json:"value"`
+		} `json:"uid"`
 	} `json:"status"`
 	Info struct {
 		ImageSpec v1.ConfigFile `json:"imageSpec"`
@@ -126,6 +131,9 @@ func TestImagesPushedAndPulledByCRI(t *testing.T) {
 
 	const version = "0.0.0-imagetest"
 	const revision = "0123456789abcdef0123456789abcdef01234567"
+	// Pinned so that the second build below, into a layout, may be compared digest for digest
+	// even if a commit lands in between (the default created time is HEAD's commit time).
+	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
 	registry := c.RegistryAddr + "/pulltrace"
 	binDir := t.TempDir()
 	var stdout, stderr bytes.Buffer
@@ -135,6 +143,18 @@ func TestImagesPushedAndPulledByCRI(t *testing.T) {
 	t.Logf("build and push took %s\n%s%s", time.Since(start).Round(time.Millisecond), stdout.String(), stderr.String())
 	if err != nil {
 		t.Fatalf("images: %v", err)
+	}
+
+	pushed := map[string]string{} // image name -> index digest
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		// "pushed <registry>/<name>:<version>@<digest>"
+		refDigest, ok := strings.CutPrefix(line, "pushed "+registry+"/")
+		nameTag, dig, ok2 := strings.Cut(refDigest, "@")
+		imgName, _, _ := strings.Cut(nameTag, ":")
+		if !ok || !ok2 {
+			t.Fatalf("unexpected output line %q", line)
+		}
+		pushed[imgName] = dig
 	}
 
 	hostPlat := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
@@ -181,6 +201,9 @@ func TestImagesPushedAndPulledByCRI(t *testing.T) {
 			t.Fatal(err)
 		}
 		idxDigest, _ := idx.Digest()
+		if pushed[comp.Name] != idxDigest.String() {
+			t.Errorf("%s: registry has %s, the tool reported %q", pullRef, idxDigest, pushed[comp.Name])
+		}
 		if im.MediaType != "application/vnd.oci.image.index.v1+json" || len(im.Manifests) != len(wantPlats) {
 			t.Fatalf("%s: %s with %d manifests, want an OCI index of %d", pullRef, im.MediaType, len(im.Manifests), len(wantPlats))
 		}
@@ -224,8 +247,8 @@ func TestImagesPushedAndPulledByCRI(t *testing.T) {
 		}
 		// The CRI derives the uid the kubelet checks runAsNonRoot against from the config's User.
 		uid, _, _ := strings.Cut(wantUser, ":")
-		if u := strings.Trim(string(got.Status.UID), " \""); !strings.Contains(u, uid) {
-			t.Errorf("%s: CRI uid %s, want %s", pullRef, got.Status.UID, uid)
+		if got.Status.UID == nil || got.Status.UID.Value.String() != uid {
+			t.Errorf("%s: CRI uid %+v, want %s", pullRef, got.Status.UID, uid)
 		}
 
 		// The image's own binary (host platform) runs and carries the version it was built with.
@@ -237,6 +260,67 @@ func TestImagesPushedAndPulledByCRI(t *testing.T) {
 		vout, err := exec.CommandContext(ctx, bin, "-version").CombinedOutput()
 		if err != nil || strings.TrimSpace(string(vout)) != version {
 			t.Errorf("%s -version: %q, %v; want %q", comp.Name, vout, err, version)
+		}
+	}
+
+	// Without -registry nothing is pushed: the same build lands in an OCI layout under the
+	// chart's default names, and (same binaries, same inputs) with the same digests.
+	out := filepath.Join(t.TempDir(), "images")
+	binDir2 := t.TempDir()
+	stdout.Reset()
+	stderr.Reset()
+	start = time.Now()
+	err = run(ctx, []string{"-C", moduleRoot, "-version", version, "-revision", revision,
+		"-bin-dir", binDir2, "-out", out}, &stdout, &stderr)
+	t.Logf("build into a layout took %s\n%s%s", time.Since(start).Round(time.Millisecond), stdout.String(), stderr.String())
+	if err != nil {
+		t.Fatalf("images (layout): %v", err)
+	}
+	if strings.HasPrefix(stdout.String(), "pushed") || strings.Contains(stdout.String(), "\npushed") {
+		t.Errorf("a build without -registry pushed:\n%s", stdout.String())
+	}
+	lp, err := layout.FromPath(out)
+	if err != nil {
+		t.Fatalf("layout: %v", err)
+	}
+	root, err := lp.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm, err := root.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inLayout := map[string]string{}
+	for _, d := range rm.Manifests {
+		inLayout[d.Annotations[ociimage.AnnotationRefName]] = d.Digest.String()
+	}
+	for _, comp := range ociimage.Components() {
+		name := DefaultRegistry + "/" + comp.Name + ":" + version
+		got, ok := inLayout[name]
+		if !ok {
+			t.Errorf("layout has no %s: %v", name, inLayout)
+			continue
+		}
+		if got == pushed[comp.Name] {
+			continue
+		}
+		// Different digests are a reproducibility bug only if the binaries are the same;
+		// in a tree being edited while the test runs, the second build may compile new code.
+		same := true
+		for _, p := range wantPlats {
+			sub := p.OS + "-" + p.Architecture
+			b1, err1 := os.ReadFile(filepath.Join(binDir, sub, filepath.Base(comp.Package)))
+			b2, err2 := os.ReadFile(filepath.Join(binDir2, sub, filepath.Base(comp.Package)))
+			if err1 != nil || err2 != nil {
+				t.Fatalf("binaries: %v %v", err1, err2)
+			}
+			same = same && bytes.Equal(b1, b2)
+		}
+		if same {
+			t.Errorf("%s: same binaries, different index digests: layout %s, pushed %s", comp.Name, got, pushed[comp.Name])
+		} else {
+			t.Logf("%s: the tree changed between the two builds (binaries differ); digests not compared", comp.Name)
 		}
 	}
 }

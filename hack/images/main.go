@@ -7,7 +7,7 @@
 //
 //   - By default NOTHING IS PUSHED. Both indexes are written to the OCI image layout
 //     dist/images (-out), named <registry>/<image>:<version> in its index.json; tools such as
-//     crane, skopeo or oras read it (e.g. `skopeo copy oci:dist/images:<name> ...`).
+//     crane, skopeo or oras read it (e.g. `skopeo copy --all oci:dist/images:<name> docker://...`).
 //   - -registry R (`make images REGISTRY=R`) pushes R/pulltrace-agent:<version> and
 //     R/pulltrace-server:<version>. A loopback registry (127.0.0.0/8, ::1, localhost) is
 //     spoken to anonymously over plain http: `make images REGISTRY=127.0.0.1:5000/pulltrace`.
