@@ -139,7 +139,6 @@ func TestEveryReplicaGetsReports(t *testing.T) {
 	}
 }
 
-
 func TestBadServerURL(t *testing.T) {
 	for _, u := range []string{"", "ftp://x", "pulltrace-server:8080"} {
 		if _, err := New(Config{Servers: []string{u}}); err == nil {
