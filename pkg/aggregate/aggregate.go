@@ -150,7 +150,8 @@ func (s *Store) Apply(r *api.AgentReport) (resync bool) {
 	var events []api.PullEvent
 	seen := make(map[string]bool, len(r.Pulls))
 	for i := range r.Pulls {
-		in := r.Pulls[i].Clone()
+		// The decoded report belongs to this call alone: its pulls are taken, not copied.
+		in := r.Pulls[i]
 		in.NodeName = r.NodeName
 		seen[in.ID] = true
 		events = s.upsert(events, n, in, r.Timestamp, now)
@@ -255,15 +256,28 @@ func (s *Store) finishEvents(events []api.PullEvent, old, in *api.Pull, now time
 }
 
 func (s *Store) layerEvents(events []api.PullEvent, old, in *api.Pull, now time.Time) []api.PullEvent {
-	prev := map[string]api.Layer{}
-	if old != nil {
-		for _, l := range old.Layers {
-			prev[l.Digest] = l
+	// Layers keep their manifest order from report to report, so the previous state of a
+	// layer is almost always at the same index; a map is built only when it is not.
+	var prev map[string]api.Layer
+	lookup := func(i int, digest string) (api.Layer, bool) {
+		if old == nil {
+			return api.Layer{}, false
 		}
+		if i < len(old.Layers) && old.Layers[i].Digest == digest {
+			return old.Layers[i], true
+		}
+		if prev == nil {
+			prev = make(map[string]api.Layer, len(old.Layers))
+			for _, l := range old.Layers {
+				prev[l.Digest] = l
+			}
+		}
+		l, ok := prev[digest]
+		return l, ok
 	}
 	for i := range in.Layers {
 		l := &in.Layers[i]
-		p, had := prev[l.Digest]
+		p, had := lookup(i, l.Digest)
 		switch {
 		case l.State == api.LayerDone && (!had || p.State != api.LayerDone):
 			if !had || p.State == api.LayerWaiting {

@@ -106,7 +106,7 @@ func (s *Server) explainProxyError(ctx context.Context, err error, path string, 
 	}
 	status := st.Status()
 	msg := statusMessage(status)
-	if (msg == "" || msg == "unknown") && len(body) > 0 {
+	if len(body) > 0 && (msg == "" || msg == "unknown" || apierrors.IsUnexpectedServerError(err)) {
 		msg = serverText(string(body))
 	}
 	switch {

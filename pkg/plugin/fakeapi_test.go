@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -30,10 +31,10 @@ type fakeAPI struct {
 	t   *testing.T
 	srv *httptest.Server
 
-	mu          sync.Mutex
-	pods        map[string]*corev1.Pod // "ns/name"
-	nodes       map[string]bool
-	services    map[string]bool // "ns/name"; the proxy answers only for these
+	mu       sync.Mutex
+	pods     map[string]*corev1.Pod // "ns/name"
+	nodes    map[string]bool
+	services map[string]bool // "ns/name"; the proxy answers only for these
 	// streams script each SSE connection in turn; a script returning true drops the
 	// connection, otherwise it stays open until the client leaves.
 	streams     []func(w io.Writer, flush func()) (drop bool)
@@ -43,6 +44,8 @@ type fakeAPI struct {
 	pulls       api.PullList
 	forbidProxy bool
 	unready     bool // the Service exists, its pods are not ready
+	// podSelectors are the label selectors pod lists asked for (every pod is returned).
+	podSelectors []string
 }
 
 func newFakeAPI(t *testing.T) *fakeAPI {
@@ -86,6 +89,10 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, &corev1.Node{TypeMeta: metav1.TypeMeta{Kind: "Node", APIVersion: "v1"}, ObjectMeta: metav1.ObjectMeta{Name: parts[3]}})
+	case len(parts) == 7 && parts[0] == "apis" && parts[5] == "deployments":
+		d := appsv1.Deployment{TypeMeta: metav1.TypeMeta{Kind: "Deployment", APIVersion: "apps/v1"}, ObjectMeta: metav1.ObjectMeta{Name: parts[6], Namespace: parts[4]},
+			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": parts[6]}}}}
+		writeJSON(w, &d)
 	case len(parts) == 6 && parts[4] == "pods":
 		p := f.pods[parts[3]+"/"+parts[5]]
 		if p == nil {
@@ -94,6 +101,7 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, p)
 	case len(parts) == 5 && parts[4] == "pods":
+		f.podSelectors = append(f.podSelectors, r.URL.Query().Get("labelSelector"))
 		l := corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}}
 		for _, p := range f.pods {
 			if p.Namespace == parts[3] {

@@ -65,7 +65,7 @@ following forever. A dropped stream is resumed (Last-Event-ID) with backoff.
 	}
 	fl := cmd.Flags()
 	fl.StringVarP(&f.output, "output", "o", "", "Output format: json prints each PullEvent as one JSON line")
-	fl.BoolVarP(&f.layers, "layers", "v", false, "Show each layer (terminal view) ")
+	fl.BoolVarP(&f.layers, "layers", "v", false, "Show a line per layer under each pull (terminal view)")
 	fl.BoolVar(&f.watch, "watch", false, "Keep following after the pulls finished, forever")
 	registerFlagCompletions(cmd, o)
 	return cmd
@@ -266,12 +266,21 @@ func (f *followOptions) loop(ctx context.Context, cs kubernetes.Interface, srv *
 	}
 	hint := time.NewTimer(f.hintAfter)
 	defer hint.Stop()
+	var readErr error
 	for {
+		if readErr != nil && len(items) == 0 {
+			return readErr
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-errc:
-			return err
+			// Events read before the reader gave up still count: one may end the follow.
+			if err == nil {
+				err = errors.New("the event stream ended")
+			}
+			readErr, errc = err, nil
+			continue
 		case it := <-items:
 			if it.notice != "" {
 				pr.Notice(it.notice)

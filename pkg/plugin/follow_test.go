@@ -1,12 +1,15 @@
 package plugin_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/d44b/pulltrace/pkg/api"
 	"github.com/d44b/pulltrace/pkg/plugin"
@@ -170,7 +173,8 @@ func TestFollowNode(t *testing.T) {
 	f := newFakeAPI(t)
 	f.nodes["node-1"] = true
 	f.streams = []func(io.Writer, func()) bool{func(w io.Writer, flush func()) bool {
-		sse(w, "1", "snapshot", api.PullList{Pulls: []api.Pull{pull("old", api.PullCompleted, 1, 1)}})
+		// History (a pull that failed before the follow began) does not fail the follow.
+		sse(w, "1", "snapshot", api.PullList{Pulls: []api.Pull{pull("old", api.PullCompleted, 1, 1), pull("oldfail", api.PullFailed, 0, 1)}})
 		sse(w, "2", "pull.started", event(api.EventPullStarted, pull("p1", api.PullActive, 0, 10)))
 		sse(w, "3", "pull.completed", event(api.EventPullCompleted, pull("p1", api.PullCompleted, 10, 10)))
 		flush()
@@ -220,5 +224,48 @@ func TestFollowErrors(t *testing.T) {
 				t.Fatalf("exit %d (want %d)\n%s", code, c.code, stderr)
 			}
 		})
+	}
+}
+
+func TestFollowDeployment(t *testing.T) {
+	f := newFakeAPI(t)
+	f.addPod("default", "web-a", "node-1", "", "registry.local/shop/web:v1")
+	f.addPod("default", "web-b", "node-2", "", "registry.local/shop/web:v1")
+	a := api.PodRef{Namespace: "default", PodName: "web-a", Container: "c0"}
+	b := api.PodRef{Namespace: "default", PodName: "web-b", Container: "c0"}
+	onB := pull("p2", api.PullActive, 0, 12<<20, b)
+	onB.NodeName = "node-2"
+	f.streams = []func(io.Writer, func()) bool{func(w io.Writer, flush func()) bool {
+		sse(w, "1", "snapshot", api.PullList{Pulls: []api.Pull{pull("p1", api.PullCompleted, 12<<20, 12<<20, a), onB,
+			pull("elsewhere", api.PullFailed, 0, 1, api.PodRef{Namespace: "default", PodName: "other", Container: "c0"})}})
+		flush()
+		time.Sleep(100 * time.Millisecond)
+		onB.State, onB.DownloadedBytes = api.PullCompleted, 12<<20
+		sse(w, "2", "pull.completed", event(api.EventPullCompleted, onB))
+		flush()
+		return false
+	}}
+	code, stdout, stderr := f.exec(t, false, "follow", "deploy/web")
+	if code != 0 || !strings.Contains(stdout, "done: every image of the 2 pods of deployment/web is present") || strings.Contains(stdout, "elsewhere") {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if q, _ := url.ParseQuery(f.queries[0]); q.Get("namespace") != "default" || q.Has("pod") {
+		t.Fatalf("stream query %v", q)
+	}
+	if len(f.podSelectors) != 1 || f.podSelectors[0] != "app=web" {
+		t.Fatalf("pod selectors %q", f.podSelectors)
+	}
+}
+
+func TestFollowInterrupted(t *testing.T) {
+	f := newFakeAPI(t)
+	f.addPod("default", "web", "node-1", "", "registry.local/shop/web:v1")
+	var out, errOut syncBuffer
+	o := plugin.NewOptions(genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, "v")
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	code := plugin.Execute(ctx, o, []string{"--kubeconfig", f.kubeconfig(), "follow", "pod/web", "--watch"})
+	if code != plugin.ExitInterrupted || errOut.String() != "interrupted\n" {
+		t.Fatalf("exit %d: %q", code, errOut.String())
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -24,6 +25,7 @@ const (
 type need struct {
 	namespace, pod, container, image, node string
 	pullID                                 string
+	pullStarted                            time.Time
 	state                                  needState
 	err                                    string
 }
@@ -123,9 +125,12 @@ func (st *followState) filter(pulls []api.Pull) []api.Pull {
 func (st *followState) snapshot(pulls []api.Pull) []string {
 	st.pulls = map[string]api.Pull{}
 	var msgs []string
+	// Oldest first, so a retry's state wins over the attempt before it.
+	pulls = slices.Clone(pulls)
+	slices.SortStableFunc(pulls, func(a, b api.Pull) int { return a.StartedAt.Compare(b.StartedAt) })
 	for i := range pulls {
 		st.pulls[pulls[i].ID] = pulls[i]
-		msgs = append(msgs, st.observe(&pulls[i])...)
+		msgs = append(msgs, st.observe(&pulls[i], true)...)
 	}
 	return msgs
 }
@@ -156,15 +161,17 @@ func (st *followState) apply(ev *api.PullEvent) (msgs []string, recheck bool) {
 		p = &cp
 	}
 	st.pulls[p.ID] = *p
-	return st.observe(p), false
+	return st.observe(p, false), false
 }
 
-func (st *followState) observe(p *api.Pull) []string {
+// observe takes a pull's new state. Failures already in the snapshot are history to a node
+// follow (they ended before it started); a pod follow still reports its pod's.
+func (st *followState) observe(p *api.Pull, fromSnapshot bool) []string {
 	var msgs []string
 	if !p.State.Finished() {
 		st.sawUnfinished = true
 	}
-	if p.State == api.PullFailed {
+	if p.State == api.PullFailed && !fromSnapshot {
 		st.failures[p.ID] = fmt.Sprintf("pull of %s on %s failed: %s", imageOf(p), p.NodeName, lastOr(p.Error, "unknown error"))
 	} else {
 		delete(st.failures, p.ID)
@@ -185,7 +192,10 @@ func (st *followState) observe(p *api.Pull) []string {
 		if !servesContainer(p, n) {
 			continue
 		}
-		n.pullID = p.ID
+		if n.pullID != "" && n.pullID != p.ID && p.StartedAt.Before(n.pullStarted) {
+			continue // an earlier attempt; the kubelet has moved on to a newer one
+		}
+		n.pullID, n.pullStarted = p.ID, p.StartedAt
 		if p.NodeName != "" {
 			n.node = p.NodeName
 		}

@@ -221,7 +221,14 @@ func (in *installOptions) run(ctx context.Context, ns string) error {
 		fmt.Fprintln(out, "not waiting for the pods (--wait=false); check later with `kubectl pulltrace version`")
 		return nil
 	}
-	return waitReady(ctx, cs, in.Options, out, ns, objs, in.timeout)
+	probe := func(ctx context.Context, svc string) (*ServerVersion, error) {
+		srv, err := NewServerFromOptions(in.Options, ns, svc)
+		if err != nil {
+			return nil, err
+		}
+		return srv.Version(ctx)
+	}
+	return waitReady(ctx, cs, probe, out, ns, objs, in.timeout)
 }
 
 // confirm asks before the socket is mounted: --yes, or y on a terminal.
@@ -391,9 +398,13 @@ func sortByInstallOrder(objs []string) {
 	}
 }
 
+// pollEvery is how often waitReady looks again.
+var pollEvery = 2 * time.Second
+
 // waitReady waits for the server Deployment, then the server's API through the service
-// proxy (the path the plugin uses), then the agent DaemonSet.
-func waitReady(ctx context.Context, cs kubernetes.Interface, o *Options, out io.Writer, ns string, objs []string, timeout time.Duration) error {
+// proxy (probe: the path the plugin uses), then the agent DaemonSet.
+func waitReady(ctx context.Context, cs kubernetes.Interface, probe func(ctx context.Context, svc string) (*ServerVersion, error),
+	out io.Writer, ns string, objs []string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var deploy, ds string
@@ -425,7 +436,7 @@ func waitReady(ctx context.Context, cs kubernetes.Interface, o *Options, out io.
 					return exitErr(ExitUnreachable, ctx.Err(), "timed out after %s waiting for %s: %s; see `kubectl -n %s get pods` and `kubectl -n %s describe pods`", timeout, what, last, ns, ns)
 				}
 				return ctx.Err()
-			case <-time.After(2 * time.Second):
+			case <-time.After(pollEvery):
 			}
 		}
 	}
@@ -449,12 +460,9 @@ func waitReady(ctx context.Context, cs kubernetes.Interface, o *Options, out io.
 		if err != nil {
 			return err
 		}
-		srv, err := NewServerFromOptions(o, ns, deploy)
-		if err != nil {
-			return err
-		}
+		// The chart names the server's Deployment and its Service alike.
 		err = poll("the server's API through the service proxy", func() (bool, string, error) {
-			v, err := srv.Version(ctx)
+			v, err := probe(ctx, deploy)
 			if err != nil {
 				if code := ExitCode(err); code == ExitForbidden {
 					return false, "", err

@@ -311,6 +311,17 @@ func TestRealPlugin(t *testing.T) {
 		}
 	})
 
+	t.Run("follow plain", func(t *testing.T) {
+		// Not a terminal, no -o: readable lines; the pull already completed, so the
+		// snapshot alone ends the follow.
+		f := runPlugin(t, ctx, admin, "follow", "pod/web")
+		out := f.stdout.String()
+		if f.code != 0 || !strings.Contains(out, "snapshot        "+im.Ref+" on node-1 completed 12.0MiB 100% layers 3/3") ||
+			!strings.Contains(out, "done: every image of pod default/web is present") || strings.Contains(out, "\x1b[") {
+			t.Fatalf("follow (%d):\n%s\n%s", f.code, out, f.stderr)
+		}
+	})
+
 	t.Run("cached", func(t *testing.T) {
 		// A pod whose container already runs from the image: nothing to pull.
 		pod, err := r.c.CreatePod(ctx, "default", "ready", "node-1", im.Ref)
@@ -468,7 +479,9 @@ func TestRealPlugin(t *testing.T) {
 			t.Fatalf("version through the ui proxy: %d %s", resp.StatusCode, body)
 		}
 		ui := startPlugin(ctx, admin, nil, "ui", "--port", "0", "--no-browser")
-		waitFor(t, 20*time.Second, "the ui URL", func() bool { return strings.Contains(ui.stdout.String(), "/api/v1/namespaces/pulltrace/services/pulltrace-server:http/proxy/") })
+		waitFor(t, 20*time.Second, "the ui URL", func() bool {
+			return strings.Contains(ui.stdout.String(), "/api/v1/namespaces/pulltrace/services/pulltrace-server:http/proxy/")
+		})
 		ui.cancel()
 		if code := ui.wait(t, 10*time.Second); code != 0 {
 			t.Fatalf("ui exit %d: %s", code, ui.stderr)

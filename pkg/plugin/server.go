@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/d44b/pulltrace/pkg/api"
+	"github.com/d44b/pulltrace/pkg/plugin/uiproxy"
 )
 
 // Server reaches the Pulltrace server through the API server's service proxy
@@ -51,11 +52,7 @@ func (s *Server) ProxyPath() string {
 
 // ProxyPath is the API server path of a Service's proxy subresource, with a trailing slash.
 func ProxyPath(namespace, service, port string) string {
-	name := service
-	if port != "" {
-		name += ":" + port
-	}
-	return fmt.Sprintf("/api/v1/namespaces/%s/services/%s/proxy/", url.PathEscape(namespace), url.PathEscape(name))
+	return uiproxy.Prefix(namespace, service, port)
 }
 
 func (s *Server) request(c rest.Interface, path string, q url.Values) *rest.Request {
