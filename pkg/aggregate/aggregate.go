@@ -116,7 +116,8 @@ func New(cfg Config, corr Correlator, sink Sink) *Store {
 	return &Store{cfg: cfg, corr: corr, sink: sink, nodes: map[string]*node{}, queued: map[string]*entry{}, bytes: map[string]int64{}}
 }
 
-// Apply merges one validated report. It returns resync=true when the report was a
+// Apply merges one validated report and takes ownership of it: the caller must not touch
+// r afterwards (the HTTP handler decodes a fresh one per request). It returns resync=true when the report was a
 // heartbeat the store cannot use (it lacks that agent's state) and the agent should send
 // a full snapshot.
 func (s *Store) Apply(r *api.AgentReport) (resync bool) {
