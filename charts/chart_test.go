@@ -1,6 +1,7 @@
 package charts
 
 import (
+	"context"
 	"encoding/base64"
 	"io/fs"
 	"os"
@@ -1071,4 +1072,53 @@ type secretsProvider struct{ c dynamic.Interface }
 
 func (p secretsProvider) GetClientFor(apiVersion, kind string) (dynamic.NamespaceableResourceInterface, bool, error) {
 	return p.c.Resource(schema.GroupVersionResource{Version: "v1", Resource: strings.ToLower(kind) + "s"}), true, nil
+}
+
+// endpointsProvider serves lookup "v1" "Endpoints" from a fake dynamic client.
+type endpointsProvider struct{ c dynamic.Interface }
+
+func (p endpointsProvider) GetClientFor(apiVersion, kind string) (dynamic.NamespaceableResourceInterface, bool, error) {
+	return p.c.Resource(schema.GroupVersionResource{Version: "v1", Resource: strings.ToLower(kind)}), true, nil
+}
+
+// With the policy on and no apiServerCIDRs, the chart admits the API server's own addresses
+// from the endpoints of Service default/kubernetes, so `kubectl pulltrace` keeps working.
+func TestNetworkPolicyFindsTheAPIServer(t *testing.T) {
+	c := loadChart(t)
+	ep := &corev1.Endpoints{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Endpoints"},
+		ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: "default"},
+		Subsets:    []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "172.18.0.2"}, {IP: "fd00::2"}}}},
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := dynamicfake.NewSimpleDynamicClient(runtime.NewScheme())
+	gvr := schema.GroupVersionResource{Version: "v1", Resource: "endpoints"}
+	if _, err := client.Resource(gvr).Namespace("default").Create(context.Background(), &unstructured.Unstructured{Object: u}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	caps := chartutil.DefaultCapabilities.Copy()
+	kv, _ := chartutil.ParseKubeVersion(kubeVersion)
+	caps.KubeVersion = *kv
+	vals, err := chartutil.ToRenderValues(c, map[string]any{"networkPolicy": map[string]any{"enabled": true}},
+		chartutil.ReleaseOptions{Name: "pulltrace", Namespace: "pulltrace", IsInstall: true, Revision: 1}, caps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := engine.RenderWithClientProvider(c, vals, endpointsProvider{client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	np := out["pulltrace/templates/networkpolicy.yaml"]
+	for _, want := range []string{"cidr: 172.18.0.2/32", "cidr: fd00::2/128"} {
+		if !strings.Contains(np, want) {
+			t.Errorf("network policy lacks %q:\n%s", want, np)
+		}
+	}
+	notes := out["pulltrace/templates/NOTES.txt"]
+	if strings.Contains(notes, "WARNING: networkPolicy.apiServerCIDRs") || !strings.Contains(notes, "found in the endpoints of Service default/kubernetes") {
+		t.Errorf("NOTES do not say where the API server's address came from:\n%s", notes)
+	}
 }

@@ -178,3 +178,29 @@ install has, so a bad combination fails `helm install`, `helm template` and `hel
 {{- fail (printf "\n\nserver.service.port and server.service.metricsPort are both %d; the server listens on them separately, so they must differ.\n" (int .Values.server.service.port)) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Source CIDRs of the API server's service proxy, as a JSON list: networkPolicy.apiServerCIDRs
+when set, else the API server's own addresses as the `kubernetes` Service's endpoints list
+them (lookup; where kubeadm-style API servers connect to pods from), so that with the policy
+on `kubectl pulltrace` keeps working without a setting. Empty where nothing is known: in
+`helm template`, or on clusters whose control plane reaches pods through another address.
+*/}}
+{{- define "pulltrace.apiServerCIDRs" -}}
+{{- $cidrs := list -}}
+{{- if .Values.networkPolicy.apiServerCIDRs -}}
+{{- $cidrs = .Values.networkPolicy.apiServerCIDRs -}}
+{{- else -}}
+{{- $ep := lookup "v1" "Endpoints" "default" "kubernetes" | default dict -}}
+{{- range $s := ($ep.subsets | default list) -}}
+{{- range $a := ($s.addresses | default list) -}}
+{{- if contains ":" $a.ip -}}
+{{- $cidrs = append $cidrs (printf "%s/128" $a.ip) -}}
+{{- else -}}
+{{- $cidrs = append $cidrs (printf "%s/32" $a.ip) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $cidrs -}}
+{{- end -}}
