@@ -140,7 +140,10 @@ func (s *Server) Run(ctx context.Context, api, metricsLn net.Listener) error {
 		}()
 	}
 	go s.background(ctx)
-	apiSrv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Requests inherit ctx, so SSE streams end when the server stops instead of holding
+	// Shutdown until its timeout.
+	apiSrv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	metSrv := &http.Server{Handler: s.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- serve(apiSrv, api) }()
@@ -152,8 +155,6 @@ func (s *Server) Run(ctx context.Context, api, metricsLn net.Listener) error {
 	}
 	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	// SSE streams never end by themselves; close them rather than wait out the timeout.
-	apiSrv.RegisterOnShutdown(func() {})
 	_ = metSrv.Shutdown(shut)
 	if e := apiSrv.Shutdown(shut); e != nil {
 		_ = apiSrv.Close()
