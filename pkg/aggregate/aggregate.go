@@ -18,8 +18,9 @@ import (
 type Correlator interface {
 	// Enrich sets pods, and the exact image ref and kubelet error when known.
 	Enrich(p *api.Pull)
-	// Queued lists pods waiting for an image that none of pulls (active or finished) serves.
-	Queued(pulls []api.Pull) []api.Pull
+	// Queued lists pods on node ("" = every node) waiting for an image that none of pulls
+	// (active or finished) serves.
+	Queued(node string, pulls []api.Pull) []api.Pull
 }
 
 // Sink receives events in order. It is called with the store's lock held so the order
@@ -168,7 +169,7 @@ func (s *Store) Apply(r *api.AgentReport) (resync bool) {
 		p.Error = "the agent stopped reporting this pull before it finished (agent or containerd restarted)"
 		events = s.transition(events, e, p, now)
 	}
-	events = s.requeue(events, now)
+	events = s.requeue(events, now, r.NodeName)
 	events = s.bound(events, n, now)
 	s.sink(events)
 	return false
@@ -362,28 +363,35 @@ func (s *Store) Recorrelate() {
 			}
 		}
 	}
-	events = s.requeue(events, now)
+	events = s.requeue(events, now, "")
 	s.sink(events)
 }
 
-// requeue rebuilds the queued entries: pods waiting for an image no pull serves yet.
-func (s *Store) requeue(events []api.PullEvent, now time.Time) []api.PullEvent {
+// requeue rebuilds the queued entries of one node ("" = all): pods waiting for an image no
+// pull serves yet. A report changes only its own node's, so intake never walks the cluster.
+func (s *Store) requeue(events []api.PullEvent, now time.Time, node string) []api.PullEvent {
 	if s.corr == nil {
 		return events
 	}
 	// Finished pulls count as serving their image too: a completed pull's pods are about
 	// to start, a failed one already carries its pods and the error.
 	var held []api.Pull
-	for _, n := range s.nodes {
+	for name, n := range s.nodes {
+		if node != "" && name != node {
+			continue
+		}
 		for _, e := range n.pulls {
 			held = append(held, e.pull)
 		}
 	}
 	want := map[string]api.Pull{}
-	for _, q := range s.corr.Queued(held) {
+	for _, q := range s.corr.Queued(node, held) {
 		want[q.ID] = q
 	}
 	for id, e := range s.queued {
+		if node != "" && e.pull.NodeName != node {
+			continue
+		}
 		if _, ok := want[id]; !ok {
 			delete(s.queued, id)
 			events = append(events, s.event(api.EventPullRemoved, &e.pull, nil, now))

@@ -15,9 +15,12 @@ type fakeCorr struct {
 }
 
 func (f *fakeCorr) Enrich(p *api.Pull) { p.Pods = append([]api.PodRef(nil), f.pods[p.ImageRef]...) }
-func (f *fakeCorr) Queued(held []api.Pull) []api.Pull {
+func (f *fakeCorr) Queued(node string, held []api.Pull) []api.Pull {
 	var out []api.Pull
 	for _, q := range f.queued {
+		if node != "" && q.NodeName != node {
+			continue
+		}
 		served := false
 		for _, h := range held {
 			if h.ImageRef == q.ImageRef && h.NodeName == q.NodeName {

@@ -381,15 +381,20 @@ func sortPods(ps []api.PodRef) {
 	})
 }
 
-// Queued lists, per node and image, pods that wait for an image no pull in pulls serves:
-// the kubelet pulls one image at a time, so these show why a pod is still waiting.
-func (c *Correlator) Queued(pulls []api.Pull) []api.Pull {
+// Queued lists, per node and image, pods on node ("" = every node) that wait for an image
+// no pull in pulls serves: the kubelet pulls one image at a time, so these show why a pod
+// is still waiting.
+func (c *Correlator) Queued(node string, pulls []api.Pull) []api.Pull {
 	type key struct{ node, image string }
 	out := map[key]*api.Pull{}
 	nodes := map[string]bool{}
-	for _, inf := range c.pods {
-		for _, n := range inf.GetIndexer().ListIndexFuncValues(byNode) {
-			nodes[n] = true
+	if node != "" {
+		nodes[node] = true
+	} else {
+		for _, inf := range c.pods {
+			for _, n := range inf.GetIndexer().ListIndexFuncValues(byNode) {
+				nodes[n] = true
+			}
 		}
 	}
 	for node := range nodes {

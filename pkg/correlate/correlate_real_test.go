@@ -312,7 +312,7 @@ func TestRealWatchNamespaces(t *testing.T) {
 	if podNames(p) != "team-a/app/c0" {
 		t.Fatalf("pods %q, want only team-a's", podNames(p))
 	}
-	q := corr.Queued(nil)
+	q := corr.Queued("", nil)
 	if len(q) != 1 || podNames(q[0]) != "team-a/app/c0" {
 		t.Fatalf("queued %+v", q)
 	}
