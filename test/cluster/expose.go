@@ -197,8 +197,40 @@ func (c *Cluster) expose(ctx context.Context, ns, name string, port int) (*Expos
 		e.shutdown()
 		return nil, nil, err
 	}
+	if err := waitProxyEndpoints(ctx, cl, e); err != nil {
+		ln.Close()
+		e.shutdown()
+		return nil, nil, err
+	}
 	c.log.Info("exposed service", "service", ns+"/"+name, "addr", e.Addr, "netns", nsName)
 	return e, ln, nil
+}
+
+// waitProxyEndpoints waits until the apiserver's service proxy knows the endpoint: its
+// caches trail the writes, and on a loaded machine a first request right after publishing
+// gets 503 "no endpoints available". Any other answer, or a probe that times out because the
+// listener has no server yet (its backlog took the connection), means the proxy routes to us.
+func waitProxyEndpoints(ctx context.Context, cl kubernetes.Interface, e *Exposed) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := cl.CoreV1().Services(e.Namespace).ProxyGet("http", e.Name, "http", "healthz", nil).DoRaw(pctx)
+		cancel()
+		if err == nil || !apierrors.IsServiceUnavailable(err) || !strings.Contains(err.Error(), "no endpoints") {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("apiserver proxy for %s/%s still has no endpoints after 30s: %w", e.Namespace, e.Name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // setupNetns creates the namespace and a veth pair with an address on each end. Both ends
