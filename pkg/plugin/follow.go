@@ -142,39 +142,10 @@ func (f *followOptions) resolve(ctx context.Context, cs kubernetes.Interface, ki
 		t.pods = []*corev1.Pod{pod}
 		return t, nil
 	}
-	var sel *metav1.LabelSelector
 	resource := workloadKinds[kind]
-	switch resource {
-	case "deployments":
-		o, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return nil, explainKubeError(err, "get", resource, ns, name)
-		}
-		sel = o.Spec.Selector
-	case "replicasets":
-		o, err := cs.AppsV1().ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return nil, explainKubeError(err, "get", resource, ns, name)
-		}
-		sel = o.Spec.Selector
-	case "statefulsets":
-		o, err := cs.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return nil, explainKubeError(err, "get", resource, ns, name)
-		}
-		sel = o.Spec.Selector
-	case "daemonsets":
-		o, err := cs.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return nil, explainKubeError(err, "get", resource, ns, name)
-		}
-		sel = o.Spec.Selector
-	case "jobs":
-		o, err := cs.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return nil, explainKubeError(err, "get", resource, ns, name)
-		}
-		sel = o.Spec.Selector
+	sel, err := workloadSelector(ctx, cs, resource, ns, name)
+	if err != nil {
+		return nil, explainKubeError(err, "get", resource, ns, name)
 	}
 	s, err := metav1.LabelSelectorAsSelector(sel)
 	if err != nil || s.Empty() {
@@ -191,6 +162,37 @@ func (f *followOptions) resolve(ctx context.Context, cs kubernetes.Interface, ki
 		return nil, exitErr(ExitNotFound, nil, "no pods match the selector of %s/%s in namespace %s (%s)", kind, name, ns, s.String())
 	}
 	return t, nil
+}
+
+// workloadSelector reads the pod selector of a workload; the caller explains errors.
+func workloadSelector(ctx context.Context, cs kubernetes.Interface, resource, ns, name string) (*metav1.LabelSelector, error) {
+	get := metav1.GetOptions{}
+	switch resource {
+	case "deployments":
+		o, err := cs.AppsV1().Deployments(ns).Get(ctx, name, get)
+		return specSelector(err, func() *metav1.LabelSelector { return o.Spec.Selector })
+	case "replicasets":
+		o, err := cs.AppsV1().ReplicaSets(ns).Get(ctx, name, get)
+		return specSelector(err, func() *metav1.LabelSelector { return o.Spec.Selector })
+	case "statefulsets":
+		o, err := cs.AppsV1().StatefulSets(ns).Get(ctx, name, get)
+		return specSelector(err, func() *metav1.LabelSelector { return o.Spec.Selector })
+	case "daemonsets":
+		o, err := cs.AppsV1().DaemonSets(ns).Get(ctx, name, get)
+		return specSelector(err, func() *metav1.LabelSelector { return o.Spec.Selector })
+	case "jobs":
+		o, err := cs.BatchV1().Jobs(ns).Get(ctx, name, get)
+		return specSelector(err, func() *metav1.LabelSelector { return o.Spec.Selector })
+	}
+	return nil, fmt.Errorf("no pod selector for %s", resource)
+}
+
+// specSelector reads the selector only when the Get succeeded (the object is nil otherwise).
+func specSelector(err error, sel func() *metav1.LabelSelector) (*metav1.LabelSelector, error) {
+	if err != nil {
+		return nil, err
+	}
+	return sel(), nil
 }
 
 func (f *followOptions) run(ctx context.Context, arg string) error {
