@@ -356,6 +356,11 @@ func (s *Store) Recorrelate() {
 			in := e.pull.Clone()
 			in.Pods = nil
 			s.enrich(&in)
+			if in.State.Finished() {
+				// A finished pull served its pods: deleting them later (a rollout moving on)
+				// must not erase that from history.
+				in.Pods = mergePods(e.pull.Pods, in.Pods)
+			}
 			s.derive(e, &in)
 			if changed(&e.pull, &in) {
 				e.pull = in
@@ -365,6 +370,16 @@ func (s *Store) Recorrelate() {
 	}
 	events = s.requeue(events, now, "")
 	s.sink(events)
+}
+
+func mergePods(kept, found []api.PodRef) []api.PodRef {
+	out := append([]api.PodRef(nil), kept...)
+	for _, p := range found {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // requeue rebuilds the queued entries of one node ("" = all): pods waiting for an image no

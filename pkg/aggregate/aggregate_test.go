@@ -135,3 +135,19 @@ func TestFilterMatch(t *testing.T) {
 		}
 	}
 }
+
+// A completed pull keeps the pods it served after they are deleted.
+func TestFinishedPullKeepsItsPods(t *testing.T) {
+	corr := &fakeCorr{pods: map[string][]api.PodRef{"r/web:1": {{Namespace: "ns", PodName: "web", Container: "c"}}}}
+	s := New(Config{}, corr, nil)
+	s.Apply(rep(1, active("p1", "r/web:1", 10)))
+	done := active("p1", "r/web:1", 100)
+	done.State = api.PullCompleted
+	done.Layers[0].State = api.LayerDone
+	s.Apply(rep(2, done))
+	corr.pods = nil // the rollout moved on and deleted the pod
+	s.Recorrelate()
+	if p := s.Pulls(Filter{})[0]; len(p.Pods) != 1 || p.Pods[0].PodName != "web" {
+		t.Fatalf("completed pull lost its pods: %+v", p.Pods)
+	}
+}
