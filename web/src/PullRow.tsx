@@ -139,7 +139,7 @@ export const PullRow = memo(function PullRow({ pull: p, expanded, onToggle, onPo
         <div role="cell" className="c-image">
           <span className="chevron" aria-hidden="true" />
           <span className="image" title={p.imageRef}>
-            {p.imageRef || DASH}
+            {p.imageRef ? breakable(p.imageRef) : DASH}
           </span>
           {/* Shown only where the node column is hidden (medium widths, phones). */}
           <span className="image-node">{p.nodeName}</span>
@@ -213,3 +213,9 @@ export const PullRow = memo(function PullRow({ pull: p, expanded, onToggle, onPo
     </div>
   );
 });
+
+// breakable lets a long reference wrap after "/" and ":" (registry, path, tag) instead of in
+// the middle of a name: a zero-width space is a break opportunity that copies as nothing.
+function breakable(ref: string): string {
+  return ref.replace(/([/:@])/g, '$1\u200b');
+}
