@@ -140,12 +140,16 @@ func (a *Agent) setState(connected bool, err error) {
 func (a *Agent) connectLoop(ctx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
-		err := a.session(ctx)
+		connected, err := a.session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		a.setState(false, err)
-		if failures == 0 || failures%10 == 0 {
+		if connected {
+			// A working session ended (containerd restarted): setState said so; retry soon,
+			// from the bottom of the backoff.
+			failures = 0
+		} else if failures == 0 || failures%10 == 0 {
 			a.log.Warn("containerd unavailable; the agent keeps running and retries", "socket", a.cfg.Socket, "error", err)
 		}
 		failures++
@@ -154,27 +158,19 @@ func (a *Agent) connectLoop(ctx context.Context) {
 		case <-ctx.Done():
 		case <-time.After(wait):
 		}
-		if a.connectedOnce() {
-			failures = min(failures, 1)
-		}
 	}
 }
 
-func (a *Agent) connectedOnce() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.connected
-}
-
-// session connects, then polls and follows events until either fails.
-func (a *Agent) session(ctx context.Context) error {
+// session connects, then polls and follows events until either fails. connected says
+// whether containerd answered at all, which decides the backoff.
+func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 	c, err := containerd.New(a.cfg.Socket, containerd.WithTimeout(5*time.Second), containerd.WithDefaultNamespace(a.cfg.Namespace))
 	if err != nil {
-		return fmt.Errorf("connect to containerd at %s: %w", a.cfg.Socket, err)
+		return false, fmt.Errorf("connect to containerd at %s: %w", a.cfg.Socket, err)
 	}
 	defer c.Close()
 	if _, err := c.Version(ctx); err != nil {
-		return fmt.Errorf("containerd at %s does not answer: %w", a.cfg.Socket, err)
+		return false, fmt.Errorf("containerd at %s does not answer: %w", a.cfg.Socket, err)
 	}
 	a.src.set(c)
 	defer a.src.set(nil)
@@ -187,7 +183,7 @@ func (a *Agent) session(ctx context.Context) error {
 	err = <-errc
 	cancel()
 	<-errc
-	return err
+	return true, err
 }
 
 func (a *Agent) follow(ctx context.Context, c *containerd.Client) error {
@@ -232,7 +228,7 @@ func (a *Agent) pollLoop(ctx context.Context) error {
 			return fmt.Errorf("poll containerd: %w", err)
 		}
 		a.setState(true, nil)
-		a.cfg.Metrics.pulls(len(a.tracker.Snapshot()))
+		a.cfg.Metrics.pulls(a.tracker.Len())
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

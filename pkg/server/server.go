@@ -89,7 +89,7 @@ func (s *Server) sink(events []api.PullEvent) {
 	}
 	data := eventlog.Encode(events)
 	s.events.Log(events, data)
-	s.Broker.PublishEncoded(events, data)
+	s.Broker.Publish(events, data)
 }
 
 // Ready reports whether answers are complete: informer caches synced, or no Kubernetes.

@@ -22,9 +22,10 @@ func BenchmarkPublish1000Followers(b *testing.B) {
 	}
 	ev := []api.PullEvent{{SchemaVersion: "v1", Timestamp: time.Now(), Type: api.EventPullProgress, NodeName: "n",
 		Pull: api.Pull{ID: "p", NodeName: "n", State: api.PullActive, Pods: []api.PodRef{}, Layers: []api.Layer{}}}}
+	data := [][]byte{[]byte(`{"type":"pull.progress"}`)}
 	b.ReportAllocs()
 	for b.Loop() {
-		br.Publish(ev)
+		br.Publish(ev, data)
 	}
 	b.StopTimer()
 	br.mu.Lock()

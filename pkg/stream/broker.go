@@ -105,18 +105,9 @@ func (b *Broker) LastID() uint64 {
 	return b.last
 }
 
-// Publish numbers and delivers events. It never blocks on a client.
-func (b *Broker) Publish(events []api.PullEvent) {
-	data := make([][]byte, len(events))
-	for i := range events {
-		data[i], _ = json.Marshal(&events[i])
-	}
-	b.PublishEncoded(events, data)
-}
-
-// PublishEncoded is Publish with the events already encoded (data[i] is events[i]), so the
-// server encodes each event once for its log and its stream.
-func (b *Broker) PublishEncoded(events []api.PullEvent, data [][]byte) {
+// Publish numbers and delivers events, already encoded (data[i] is events[i], so the
+// server encodes each event once for its log and its stream). It never blocks on a client.
+func (b *Broker) Publish(events []api.PullEvent, data [][]byte) {
 	if len(events) == 0 {
 		return
 	}

@@ -164,6 +164,13 @@ func (t *Tracker) Version() uint64 {
 	return t.version
 }
 
+// Len is how many pulls Snapshot would return, without copying them.
+func (t *Tracker) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.active) + len(t.finished)
+}
+
 // Snapshot returns copies of all active and recently finished pulls, newest first.
 func (t *Tracker) Snapshot() []api.Pull {
 	t.mu.Lock()

@@ -6,11 +6,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,8 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/client-go/rest"
-
+	"github.com/d44b/pulltrace/pkg/plugin/uiproxy"
 	"github.com/d44b/pulltrace/pkg/server"
 	"github.com/d44b/pulltrace/test/cluster"
 	"github.com/d44b/pulltrace/web"
@@ -93,27 +88,16 @@ func TestUIThroughServiceProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := c.AdminConfig()
-	rt, err := rest.TransportFor(cfg)
+	// The proxy `kubectl pulltrace ui` runs, on loopback with the admin credentials.
+	p, err := uiproxy.New(uiproxy.Config{REST: c.AdminConfig(), Namespace: exp.Namespace, Service: exp.Name, Port: "http"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, _ := url.Parse(cfg.Host)
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(api)
-			r.Out.Host = api.Host
-		},
-		Transport:     rt,
-		FlushInterval: -1,
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ps, err := uiproxy.Start(ctx, "127.0.0.1:0", p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps := &http.Server{Handler: rp}
-	go func() { _ = ps.Serve(ln) }()
 	defer ps.Close()
-	uiURL := "http://" + ln.Addr().String() + exp.ProxyPath + "/"
+	uiURL := ps.URL
 	runE2E(t, webDir, uiURL, exp.URL()+"/api/v1/report", "", filepath.Join(webDir, "e2e", "artifacts", "proxy"))
 }

@@ -13,16 +13,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"k8s.io/client-go/rest"
-
+	"github.com/d44b/pulltrace/pkg/plugin/uiproxy"
 	"github.com/d44b/pulltrace/test/cluster"
 )
 
@@ -69,7 +66,7 @@ type Stack struct {
 	// exists) and kubectl: put it first on PATH to run `kubectl pulltrace`.
 	Bin string
 
-	ui  *http.Server
+	ui  *uiproxy.Server
 	log *slog.Logger
 }
 
@@ -171,7 +168,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return s, err
 		}
 	}
-	if err := s.startUIProxy(o.UIAddr); err != nil {
+	if err := s.startUIProxy(ctx, o.UIAddr); err != nil {
 		return s, err
 	}
 	return s, nil
@@ -221,32 +218,22 @@ func (s *Stack) startAgent(ctx context.Context, n *Node, o Options) error {
 	return nil
 }
 
-// startUIProxy serves the apiserver's service-proxy path for the server on loopback with
-// the admin credentials, the way `kubectl proxy` would.
-func (s *Stack) startUIProxy(addr string) error {
-	cfg := s.Kube.AdminConfig()
-	rt, err := rest.TransportFor(cfg)
-	if err != nil {
-		return err
-	}
-	api, err := url.Parse(cfg.Host)
+// startUIProxy serves the UI through the apiserver's service proxy on loopback with the
+// admin credentials: the same proxy `kubectl pulltrace ui` runs.
+func (s *Stack) startUIProxy(ctx context.Context, addr string) error {
+	p, err := uiproxy.New(uiproxy.Config{REST: s.Kube.AdminConfig(), Namespace: s.Exposed.Namespace, Service: s.Exposed.Name, Port: "http"})
 	if err != nil {
 		return err
 	}
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	ln, err := net.Listen("tcp", addr)
+	srv, err := uiproxy.Start(ctx, addr, p)
 	if err != nil {
 		return fmt.Errorf("UI proxy on %s: %w", addr, err)
 	}
-	s.ui = &http.Server{Handler: &httputil.ReverseProxy{
-		Rewrite:       func(r *httputil.ProxyRequest) { r.SetURL(api); r.Out.Host = api.Host },
-		Transport:     rt,
-		FlushInterval: -1,
-	}, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = s.ui.Serve(ln) }()
-	s.UIURL = "http://" + ln.Addr().String() + s.Exposed.ProxyPath + "/"
+	s.ui = srv
+	s.UIURL = srv.URL
 	return nil
 }
 
