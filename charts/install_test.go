@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/d44b/pulltrace/test/cluster"
+	"github.com/d44b/pulltrace/internal/harness/cluster"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/release"
 	authorizationv1 "k8s.io/api/authorization/v1"

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== Go benchmarks (one machine, one run; compare with benchstat across runs)"
-go test -run '^$' -bench . -benchtime 2s ./pkg/tracker ./pkg/aggregate ./pkg/stream ./pkg/server | grep -E '^(Benchmark|goos|goarch|cpu)'
+go test -run '^$' -bench . -benchtime 2s ./internal/tracker ./internal/aggregate ./internal/stream ./internal/server | grep -E '^(Benchmark|goos|goarch|cpu)'
 echo
 echo "== Load: server intake, SSE fan-out, agent on a real pull, end-to-end delay"
 hack/components.sh containerd crictl registry kube kubectl

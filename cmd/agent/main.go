@@ -15,10 +15,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/d44b/pulltrace/pkg/agent"
-	"github.com/d44b/pulltrace/pkg/envflag"
-	"github.com/d44b/pulltrace/pkg/report"
-	"github.com/d44b/pulltrace/pkg/tracker"
+	"github.com/d44b/pulltrace/internal/agent"
+	"github.com/d44b/pulltrace/internal/envflag"
+	"github.com/d44b/pulltrace/internal/report"
+	"github.com/d44b/pulltrace/internal/tracker"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -1,4 +1,4 @@
-// Command kubectl-pulltrace is the kubectl plugin `kubectl pulltrace`; see pkg/plugin.
+// Command kubectl-pulltrace is the kubectl plugin `kubectl pulltrace`; see internal/plugin.
 package main
 
 import (
@@ -7,7 +7,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/d44b/pulltrace/pkg/plugin"
+	"github.com/d44b/pulltrace/internal/plugin"
 )
 
 // version is set at build time: -ldflags "-X main.version=v0.1.0".

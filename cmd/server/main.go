@@ -19,10 +19,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/d44b/pulltrace/pkg/aggregate"
-	"github.com/d44b/pulltrace/pkg/envflag"
-	"github.com/d44b/pulltrace/pkg/report"
-	"github.com/d44b/pulltrace/pkg/server"
+	"github.com/d44b/pulltrace/internal/aggregate"
+	"github.com/d44b/pulltrace/internal/envflag"
+	"github.com/d44b/pulltrace/internal/report"
+	"github.com/d44b/pulltrace/internal/server"
 	"github.com/d44b/pulltrace/web"
 )
 

@@ -1,4 +1,4 @@
-// Command cluster runs the real local cluster of test/cluster in the foreground, for the
+// Command cluster runs the real local cluster of internal/harness/cluster in the foreground, for the
 // demo and for poking at Pulltrace by hand.
 //
 //	go run ./hack/cluster up   [--dir D] [--rate BYTES_PER_SEC] [--no-build] [--no-demo-image]
@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/d44b/pulltrace/test/cluster"
+	"github.com/d44b/pulltrace/internal/harness/cluster"
 )
 
 const usage = `usage: go run ./hack/cluster up|down|env [flags]

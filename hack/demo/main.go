@@ -22,8 +22,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/d44b/pulltrace/test/cluster"
-	"github.com/d44b/pulltrace/test/stack"
+	"github.com/d44b/pulltrace/internal/harness/cluster"
+	"github.com/d44b/pulltrace/internal/harness/stack"
 )
 
 func main() {

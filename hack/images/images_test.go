@@ -21,8 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/d44b/pulltrace/pkg/ociimage"
-	"github.com/d44b/pulltrace/test/cluster"
+	"github.com/d44b/pulltrace/hack/images/ociimage"
+	"github.com/d44b/pulltrace/internal/harness/cluster"
 )
 
 const moduleRoot = "../.."

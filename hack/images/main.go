@@ -1,6 +1,6 @@
 // Command images builds the Pulltrace container images, pulltrace-agent and pulltrace-server,
 // as multi-platform OCI indexes (linux/amd64 and linux/arm64) without Docker: static Go
-// binaries on an empty (scratch) base, assembled with go-containerregistry (pkg/ociimage).
+// binaries on an empty (scratch) base, assembled with go-containerregistry (hack/images/ociimage).
 // `make images` runs it after `make web`, so the server binary embeds the real UI.
 //
 // Where the images go:
@@ -44,7 +44,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/d44b/pulltrace/pkg/ociimage"
+	"github.com/d44b/pulltrace/hack/images/ociimage"
 )
 
 // DefaultRegistry is where the chart's default image repositories live (values.yaml).

@@ -30,10 +30,10 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"golang.org/x/sys/unix"
 
+	"github.com/d44b/pulltrace/internal/harness/cluster"
+	"github.com/d44b/pulltrace/internal/harness/stack"
 	"github.com/d44b/pulltrace/pkg/api"
 	"github.com/d44b/pulltrace/pkg/sseclient"
-	"github.com/d44b/pulltrace/test/cluster"
-	"github.com/d44b/pulltrace/test/stack"
 )
 
 func main() {

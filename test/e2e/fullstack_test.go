@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/d44b/pulltrace/internal/harness/cluster"
+	"github.com/d44b/pulltrace/internal/harness/stack"
 	"github.com/d44b/pulltrace/pkg/api"
-	"github.com/d44b/pulltrace/test/cluster"
-	"github.com/d44b/pulltrace/test/stack"
 )
 
 // kubectlCmd runs `kubectl pulltrace ...` through the real kubectl: kubectl finds the plugin

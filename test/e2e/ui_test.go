@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/d44b/pulltrace/pkg/plugin/uiproxy"
-	"github.com/d44b/pulltrace/pkg/server"
-	"github.com/d44b/pulltrace/test/cluster"
+	"github.com/d44b/pulltrace/internal/harness/cluster"
+	"github.com/d44b/pulltrace/internal/plugin/uiproxy"
+	"github.com/d44b/pulltrace/internal/server"
 	"github.com/d44b/pulltrace/web"
 )
 

@@ -1,5 +1,0 @@
-package tracker
-
-import "github.com/d44b/pulltrace/pkg/ingest"
-
-type ingestEvent = ingest.Event
