@@ -4,7 +4,7 @@
 # rebuilt on every run). Each component lands in $PULLTRACE_CACHE/<name>-<version>/bin and is
 # only rebuilt when that folder lacks its binaries.
 #
-# usage: hack/components.sh [all|containerd|crictl|registry|kube|kubectl|helm|krew]...
+# usage: hack/components.sh [all|matrix|containerd|crictl|registry|kube|kubectl|helm|krew|runc|cni|containerd-VERSION]...
 #        hack/components.sh path NAME   # prints the bin folder of NAME
 set -euo pipefail
 
@@ -17,6 +17,11 @@ KUBE_STAGING_VERSION=v0.37.2
 ETCD_VERSION=v3.7.0
 HELM_VERSION=v3.22.0
 KREW_VERSION=v0.4.3
+RUNC_VERSION=v1.3.7
+CNI_VERSION=v1.9.1
+# The containerd versions of the agent's matrix besides CONTAINERD_VERSION: clusters run 2.0.x
+# (no transfer-service pull in the CRI) and 2.2.x as well as 2.4.x.
+MATRIX_CONTAINERD_VERSIONS="v2.0.14 v2.2.9"
 
 # One set of build flags everywhere, so the Go build cache is shared between components.
 export GOFLAGS="-trimpath -buildvcs=false"
@@ -25,6 +30,9 @@ export CGO_ENABLED=${CGO_ENABLED:-1}
 dir_of() {
 	case "$1" in
 	containerd) echo "$CACHE/containerd-$CONTAINERD_VERSION" ;;
+	containerd-v*) echo "$CACHE/$1" ;;
+	runc) echo "$CACHE/runc-$RUNC_VERSION" ;;
+	cni) echo "$CACHE/cni-$CNI_VERSION" ;;
 	crictl) echo "$CACHE/crictl-$CRICTL_VERSION" ;;
 	registry) echo "$CACHE/registry-$REGISTRY_VERSION" ;;
 	kube) echo "$CACHE/kube-$KUBE_VERSION-etcd-$ETCD_VERSION" ;;
@@ -56,10 +64,33 @@ build_gobin() { # build_gobin NAME PKG@VER...
 }
 
 containerd() {
-	have containerd containerd ctr && return 0
+	have containerd containerd ctr containerd-shim-runc-v2 && return 0
 	step containerd build_gobin containerd \
 		github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION \
-		github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION
+		github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION \
+		github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION
+}
+
+containerd_version() { # containerd_version VERSION: another cell of the agent's matrix
+	local v=$1
+	have "containerd-$v" containerd ctr && return 0
+	step "containerd $v" build_gobin "containerd-$v" \
+		github.com/containerd/containerd/v2/cmd/containerd@$v \
+		github.com/containerd/containerd/v2/cmd/ctr@$v
+}
+
+# runc needs seccomp (libseccomp-dev): without it every pod sandbox fails to start.
+runc() {
+	have runc runc && return 0
+	step runc build_gobin runc -tags seccomp github.com/opencontainers/runc@$RUNC_VERSION
+}
+
+cni() {
+	have cni bridge host-local loopback && return 0
+	step "cni plugins" build_gobin cni \
+		github.com/containernetworking/plugins/plugins/main/bridge@$CNI_VERSION \
+		github.com/containernetworking/plugins/plugins/ipam/host-local@$CNI_VERSION \
+		github.com/containernetworking/plugins/plugins/main/loopback@$CNI_VERSION
 }
 
 crictl() {
@@ -112,17 +143,22 @@ build_kube() {
 	kube_module "$m"
 	(
 		cd "$m"
-		go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+		go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
+			"k8s.io/kubernetes/cmd/kubelet@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBE_VERSION" \
+			"k8s.io/kubernetes/cmd/kube-scheduler@$KUBE_VERSION"
 		mkdir -p "$d/bin.tmp"
-		go build -ldflags "$kube_ldflags" -o "$d/bin.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+		local c
+		for c in kube-apiserver kubelet kube-controller-manager kube-scheduler; do
+			go build -ldflags "$kube_ldflags" -o "$d/bin.tmp/$c" "k8s.io/kubernetes/cmd/$c"
+		done
 		go build -ldflags "-s -w" -o "$d/bin.tmp/etcd" go.etcd.io/etcd/server/v3
 	)
 	rm -rf "$d/bin" && mv "$d/bin.tmp" "$d/bin"
 }
 
 kube() {
-	have kube kube-apiserver etcd && return 0
-	step "etcd + kube-apiserver" build_kube
+	have kube kube-apiserver etcd kubelet kube-controller-manager kube-scheduler && return 0
+	step "etcd, kube-apiserver, kubelet, kube-controller-manager, kube-scheduler" build_kube
 }
 
 build_kubectl() {
@@ -167,9 +203,11 @@ main() {
 	[ ${#what[@]} -eq 0 ] && what=(all)
 	for w in "${what[@]}"; do
 		case "$w" in
-		all) containerd; crictl; registry; kube; kubectl; helm; krew ;;
-		containerd | crictl | registry | kube | kubectl | helm | krew) "$w" ;;
-		*) echo "usage: $0 [all|containerd|crictl|registry|kube|kubectl|helm|krew]... | path NAME" >&2; exit 2 ;;
+		all) containerd; runc; cni; crictl; registry; kube; kubectl; helm; krew ;;
+		matrix) for v in $MATRIX_CONTAINERD_VERSIONS; do containerd_version "$v"; done ;;
+		containerd | crictl | registry | kube | kubectl | helm | krew | runc | cni) "$w" ;;
+		containerd-v*) containerd_version "${w#containerd-}" ;;
+		*) echo "usage: $0 [all|matrix|containerd|crictl|registry|kube|kubectl|helm|krew|runc|cni|containerd-VERSION]... | path NAME" >&2; exit 2 ;;
 		esac
 	done
 }
