@@ -64,6 +64,7 @@ func TestAPITypesMirrorGo(t *testing.T) {
 		"ReportResponse": api.ReportResponse{},
 		"PullList":       api.PullList{},
 		"ErrorResponse":  api.ErrorResponse{},
+		"ServerVersion":  api.ServerVersion{},
 	} {
 		got, ok := ts[name]
 		if !ok {
@@ -117,8 +118,7 @@ func sorted[S ~string](in []S) []string {
 
 // The UI knows every state and event type of the Go API and of the JSON Schema, and no others.
 func TestAPIEnumsMatchGoAndSchema(t *testing.T) {
-	pullStates := []api.PullState{api.PullActive, api.PullCompleted, api.PullCached, api.PullFailed, api.PullStalled, api.PullQueued}
-	layerStates := []api.LayerState{api.LayerWaiting, api.LayerDownloading, api.LayerDone, api.LayerExists, api.LayerFailed}
+	pullStates, layerStates := api.PullStates, api.LayerStates
 
 	for _, s := range tsStringList(t, "PULL_STATES") {
 		if !api.PullState(s).Valid() {
@@ -181,5 +181,25 @@ func TestAPIEnumsMatchGoAndSchema(t *testing.T) {
 		if got, want := sorted(c.ts), sorted(c.schema); !slices.Equal(got, want) {
 			t.Errorf("%s: src/api.ts %v, schema %v", c.name, got, want)
 		}
+	}
+}
+
+// The UI's filters are the query form of api.Filter, so a view's link also works against
+// GET /api/v1/pulls.
+func TestUIFilterKeysAreAPIFilterKeys(t *testing.T) {
+	src, err := os.ReadFile("src/filters.ts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`export const FILTER_KEYS = \[(.*?)\] as const;`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("src/filters.ts has no FILTER_KEYS")
+	}
+	var ui []string
+	for _, q := range regexp.MustCompile(`'([^']*)'`).FindAllSubmatch(m[1], -1) {
+		ui = append(ui, string(q[1]))
+	}
+	if got, want := sorted(ui), sorted(api.FilterKeys); !slices.Equal(got, want) {
+		t.Errorf("FILTER_KEYS = %v, api.FilterKeys = %v", got, want)
 	}
 }

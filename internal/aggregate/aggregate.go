@@ -6,7 +6,6 @@ package aggregate
 import (
 	"math"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -234,7 +233,7 @@ func (s *Store) transition(events []api.PullEvent, e *entry, in api.Pull, now ti
 	}
 	e.pull = in
 	events = s.layerEvents(events, &old, &in, now)
-	if changed(&old, &in) {
+	if !old.Equal(&in) {
 		events = append(events, s.event(api.EventPullProgress, &in, nil, now))
 	}
 	return events
@@ -293,11 +292,6 @@ func (s *Store) layerEvents(events []api.PullEvent, old, in *api.Pull, now time.
 		}
 	}
 	return events
-}
-
-func changed(a, b *api.Pull) bool {
-	return a.State != b.State || a.DownloadedBytes != b.DownloadedBytes || a.TotalBytes != b.TotalBytes ||
-		a.ImageRef != b.ImageRef || a.Error != b.Error || a.LayersDone != b.LayersDone || !slices.Equal(a.Pods, b.Pods)
 }
 
 // derive fills the figures the server owns: rate, ETA and percent.
@@ -362,7 +356,7 @@ func (s *Store) Recorrelate() {
 				in.Pods = mergePods(e.pull.Pods, in.Pods)
 			}
 			s.derive(e, &in)
-			if changed(&e.pull, &in) {
+			if !e.pull.Equal(&in) {
 				e.pull = in
 				events = append(events, s.event(api.EventPullProgress, &in, nil, now))
 			}
@@ -420,7 +414,7 @@ func (s *Store) requeue(events []api.PullEvent, now time.Time, node string) []ap
 			s.queued[id] = e
 		}
 		s.derive(e, &q)
-		if !isNew && !changed(&e.pull, &q) {
+		if !isNew && e.pull.Equal(&q) {
 			continue
 		}
 		wasFailed := !isNew && e.pull.State == api.PullFailed
@@ -506,46 +500,14 @@ func (s *Store) bound(events []api.PullEvent, n *node, now time.Time) []api.Pull
 	return events
 }
 
-// Filter selects pulls; empty fields match everything.
-type Filter struct {
-	Node, Namespace, Pod, Image string
-	States                      []api.PullState
-}
-
-// Match reports whether p passes the filter.
-func (f Filter) Match(p *api.Pull) bool {
-	if f.Node != "" && p.NodeName != f.Node {
-		return false
-	}
-	if f.Image != "" && !strings.Contains(p.ImageRef, f.Image) && !strings.Contains(p.Repository, f.Image) {
-		return false
-	}
-	if len(f.States) > 0 && !slices.Contains(f.States, p.State) {
-		return false
-	}
-	if f.Namespace != "" || f.Pod != "" {
-		ok := false
-		for _, pod := range p.Pods {
-			if (f.Namespace == "" || pod.Namespace == f.Namespace) && (f.Pod == "" || pod.PodName == f.Pod) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return false
-		}
-	}
-	return true
-}
-
 // Pulls returns the matching pulls, newest first.
-func (s *Store) Pulls(f Filter) []api.Pull {
+func (s *Store) Pulls(f api.Filter) []api.Pull {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.pullsLocked(f)
 }
 
-func (s *Store) pullsLocked(f Filter) []api.Pull {
+func (s *Store) pullsLocked(f api.Filter) []api.Pull {
 	var out []api.Pull
 	add := func(e *entry) {
 		if f.Match(&e.pull) {
@@ -560,23 +522,13 @@ func (s *Store) pullsLocked(f Filter) []api.Pull {
 	for _, e := range s.queued {
 		add(e)
 	}
-	SortNewestFirst(out)
+	api.SortNewestFirst(out)
 	return out
-}
-
-// SortNewestFirst orders pulls by start time, newest first, ties by id for stable output.
-func SortNewestFirst(ps []api.Pull) {
-	slices.SortFunc(ps, func(a, b api.Pull) int {
-		if c := b.StartedAt.Compare(a.StartedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
 }
 
 // Snapshot runs fn with the current pulls while holding the lock, so a new SSE client
 // can register between the snapshot and the next event without missing or repeating one.
-func (s *Store) Snapshot(f Filter, fn func(pulls []api.Pull)) {
+func (s *Store) Snapshot(f api.Filter, fn func(pulls []api.Pull)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fn(s.pullsLocked(f))

@@ -71,7 +71,7 @@ func TestQueuedEntriesComeAndGo(t *testing.T) {
 	if got := r.types(); got != "pull.started:p1 layer.started:p1 pull.removed:queued-web" {
 		t.Fatalf("real pull replaces the queued entry: %s", got)
 	}
-	if ps := s.Pulls(Filter{Pod: "web", Namespace: "ns"}); len(ps) != 1 || ps[0].ID != "p1" {
+	if ps := s.Pulls(api.Filter{Pod: "web", Namespace: "ns"}); len(ps) != 1 || ps[0].ID != "p1" {
 		t.Fatalf("pod filter: %+v", ps)
 	}
 	// The pod goes away: the pull is announced without it.
@@ -89,7 +89,7 @@ func TestCapsDropFinishedFirst(t *testing.T) {
 	done.ID = "old-done"
 	s.Apply(rep(1, done, active("a1", "r/x:1", 1), active("a2", "r/y:1", 1)))
 	ids := map[string]bool{}
-	for _, p := range s.Pulls(Filter{}) {
+	for _, p := range s.Pulls(api.Filter{}) {
 		ids[p.ID] = true
 	}
 	if ids["old-done"] || !ids["a1"] || !ids["a2"] {
@@ -105,7 +105,7 @@ func TestRateAndETA(t *testing.T) {
 	for i := range 10 {
 		s.Apply(rep(uint64(i+1), active("p", "r/x:1", int64(i*10))))
 	}
-	p := s.Pulls(Filter{})[0]
+	p := s.Pulls(api.Filter{})[0]
 	// 10 bytes per one-second report: the EWMA settles near 10 B/s.
 	if p.BytesPerSec < 8 || p.BytesPerSec > 10 || p.ETASeconds == nil || *p.ETASeconds < 1 || *p.ETASeconds > 2 {
 		t.Fatalf("rate %v eta %v", p.BytesPerSec, p.ETASeconds)
@@ -113,26 +113,8 @@ func TestRateAndETA(t *testing.T) {
 	stalled := active("p", "r/x:1", 90)
 	stalled.State = api.PullStalled
 	s.Apply(rep(11, stalled))
-	if p := s.Pulls(Filter{})[0]; p.BytesPerSec != 0 || p.ETASeconds != nil {
+	if p := s.Pulls(api.Filter{})[0]; p.BytesPerSec != 0 || p.ETASeconds != nil {
 		t.Fatalf("a stalled pull has no rate: %v %v", p.BytesPerSec, p.ETASeconds)
-	}
-}
-
-func TestFilterMatch(t *testing.T) {
-	p := api.Pull{NodeName: "n1", ImageRef: "ghcr.io/org/app:v2", Repository: "ghcr.io/org/app", State: api.PullActive,
-		Pods: []api.PodRef{{Namespace: "a", PodName: "x"}, {Namespace: "b", PodName: "y"}}}
-	for f, want := range map[*Filter]bool{
-		{}:                                  true,
-		{Node: "n2"}:                        false,
-		{Image: "org/app"}:                  true,
-		{Image: "other"}:                    false,
-		{States: []api.PullState{"failed"}}: false,
-		{Namespace: "a", Pod: "x"}:          true,
-		{Namespace: "a", Pod: "y"}:          false, // one pod must match both
-	} {
-		if got := f.Match(&p); got != want {
-			t.Errorf("%+v: %v", *f, got)
-		}
 	}
 }
 
@@ -147,7 +129,7 @@ func TestFinishedPullKeepsItsPods(t *testing.T) {
 	s.Apply(rep(2, done))
 	corr.pods = nil // the rollout moved on and deleted the pod
 	s.Recorrelate()
-	if p := s.Pulls(Filter{})[0]; len(p.Pods) != 1 || p.Pods[0].PodName != "web" {
+	if p := s.Pulls(api.Filter{})[0]; len(p.Pods) != 1 || p.Pods[0].PodName != "web" {
 		t.Fatalf("completed pull lost its pods: %+v", p.Pods)
 	}
 }

@@ -80,7 +80,7 @@ func BenchmarkHeap50000Pulls(b *testing.B) {
 			}
 			s.Apply(r)
 		}
-		if got := len(s.Pulls(Filter{})); got != 50000 {
+		if got := len(s.Pulls(api.Filter{})); got != 50000 {
 			b.Fatalf("holds %d pulls", got)
 		}
 		runtime.GC()

@@ -83,7 +83,7 @@ func activePull(id, node, ref, manifest string, got int64) api.Pull {
 }
 
 func (r *rig) pull(id string) api.Pull {
-	for _, p := range r.store.Pulls(aggregate.Filter{}) {
+	for _, p := range r.store.Pulls(api.Filter{}) {
 		if p.ID == id {
 			return p
 		}
@@ -96,7 +96,7 @@ func (r *rig) eventually(what string, cond func() bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			r.t.Fatalf("not within 10s: %s; pulls now: %+v", what, r.store.Pulls(aggregate.Filter{}))
+			r.t.Fatalf("not within 10s: %s; pulls now: %+v", what, r.store.Pulls(api.Filter{}))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -148,7 +148,7 @@ func TestRealCorrelation(t *testing.T) {
 		r.store.Recorrelate()
 		var queuedID string
 		r.eventually("pods queued", func() bool {
-			for _, p := range r.store.Pulls(aggregate.Filter{Node: node, States: []api.PullState{api.PullQueued}}) {
+			for _, p := range r.store.Pulls(api.Filter{Node: node, States: []api.PullState{api.PullQueued}}) {
 				if p.ImageRef == "registry.example:5000/shop/web:1.2" && podNames(p) == "shop/web-1/c0,shop/web-2/c0" {
 					queuedID = p.ID
 					return true

@@ -70,7 +70,7 @@ func Encode(events []api.PullEvent) [][]byte {
 	var pullJSON []byte
 	for i := range events {
 		ev := &events[i]
-		if prev == nil || !SamePull(prev, &ev.Pull) {
+		if prev == nil || !prev.Identical(&ev.Pull) {
 			b, err := json.Marshal(&ev.Pull)
 			if err != nil {
 				prev = nil
@@ -117,29 +117,6 @@ func appendString(buf []byte, s string) []byte {
 	buf = append(buf, '"')
 	buf = append(buf, s...)
 	return append(buf, '"')
-}
-
-// SamePull reports whether two pulls encode identically because they are copies of one
-// stored pull: equal fields, and slices that share their backing arrays. Any field that
-// differs, including one added to api.Pull later, makes it false (a test walks every field).
-func SamePull(a, b *api.Pull) bool {
-	if a.ID != b.ID || a.NodeName != b.NodeName || a.ImageRef != b.ImageRef || a.Repository != b.Repository ||
-		a.ManifestDigest != b.ManifestDigest || a.IndexDigest != b.IndexDigest || a.State != b.State ||
-		a.TotalBytes != b.TotalBytes || a.DownloadedBytes != b.DownloadedBytes || a.BytesPerSec != b.BytesPerSec ||
-		a.ETASeconds != b.ETASeconds || a.Percent != b.Percent || a.LayerCount != b.LayerCount ||
-		a.LayersDone != b.LayersDone || a.TotalKnown != b.TotalKnown || !a.StartedAt.Equal(b.StartedAt) ||
-		a.StartedAt.Location() != b.StartedAt.Location() || a.CompletedAt != b.CompletedAt ||
-		!a.UpdatedAt.Equal(b.UpdatedAt) || a.UpdatedAt.Location() != b.UpdatedAt.Location() || a.Error != b.Error {
-		return false
-	}
-	return sameSlice(a.Pods, b.Pods) && sameSlice(a.Layers, b.Layers)
-}
-
-func sameSlice[T any](a, b []T) bool {
-	if len(a) != len(b) || (a == nil) != (b == nil) {
-		return false
-	}
-	return len(a) == 0 || &a[0] == &b[0]
 }
 
 // Log writes one line per event; data[i] is events[i] encoded by Encode.

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/d44b/pulltrace/internal/aggregate"
 	"github.com/d44b/pulltrace/internal/stream"
 	"github.com/d44b/pulltrace/pkg/api"
 )
@@ -20,7 +19,7 @@ import (
 // Store is what the handlers need of the aggregate.
 type Store interface {
 	Apply(r *api.AgentReport) bool
-	Pulls(f aggregate.Filter) []api.Pull
+	Pulls(f api.Filter) []api.Pull
 	stream.Snapshotter
 }
 
@@ -62,7 +61,7 @@ func Handler(cfg Config) http.Handler {
 	mux.HandleFunc("GET /api/v1/pulls", h.pulls)
 	mux.HandleFunc("GET /api/v1/events", h.events)
 	mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"version": cfg.Version, "schemaVersion": api.SchemaVersion})
+		writeJSON(w, http.StatusOK, api.ServerVersion{Version: cfg.Version, SchemaVersion: api.SchemaVersion})
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, map[string]bool{"ok": true}) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -144,25 +143,8 @@ func (h *handlers) report(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.ReportResponse{Resync: resync})
 }
 
-// FilterFromQuery reads node, namespace, pod, image and state (comma-separated) filters.
-func FilterFromQuery(r *http.Request) (aggregate.Filter, error) {
-	q := r.URL.Query()
-	f := aggregate.Filter{Node: q.Get("node"), Namespace: q.Get("namespace"), Pod: q.Get("pod"), Image: q.Get("image")}
-	for _, s := range strings.Split(q.Get("state"), ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		st := api.PullState(s)
-		if !st.Valid() {
-			return f, fmt.Errorf("state %q: want active, stalled, queued, completed, cached or failed", s)
-		}
-		f.States = append(f.States, st)
-	}
-	return f, nil
-}
-
 func (h *handlers) pulls(w http.ResponseWriter, r *http.Request) {
-	f, err := FilterFromQuery(r)
+	f, err := api.ParseFilter(r.URL.Query())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -175,7 +157,7 @@ func (h *handlers) pulls(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handlers) events(w http.ResponseWriter, r *http.Request) {
-	f, err := FilterFromQuery(r)
+	f, err := api.ParseFilter(r.URL.Query())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return

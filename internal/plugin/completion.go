@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/d44b/pulltrace/pkg/api"
 )
 
 func newCompletionCommand(o *Options) *cobra.Command {
@@ -212,8 +214,8 @@ func registerFlagCompletions(cmd *cobra.Command, o *Options) {
 				done, last = toComplete[:i+1], toComplete[i+1:]
 			}
 			var out []string
-			for _, s := range validStates {
-				if strings.HasPrefix(s, last) && !slices.Contains(strings.Split(done, ","), s) {
+			for _, st := range api.PullStates {
+				if s := string(st); strings.HasPrefix(s, last) && !slices.Contains(strings.Split(done, ","), s) {
 					out = append(out, done+s)
 				}
 			}

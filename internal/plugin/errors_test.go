@@ -169,7 +169,7 @@ func TestWaitReady(t *testing.T) {
 		Status: appsv1.DaemonSetStatus{ObservedGeneration: 1, DesiredNumberScheduled: 3, NumberReady: 3}}
 	objs := []string{"Service/pulltrace-server", "DaemonSet/pulltrace-agent", "Deployment/pulltrace-server"}
 	probes := 0
-	probe := func(_ context.Context, svc string) (*ServerVersion, error) {
+	probe := func(_ context.Context, svc string) (*api.ServerVersion, error) {
 		probes++
 		if svc != "pulltrace-server" {
 			t.Errorf("probed %q", svc)
@@ -177,7 +177,7 @@ func TestWaitReady(t *testing.T) {
 		if probes < 3 {
 			return nil, exitErr(ExitUnreachable, nil, "no endpoints yet")
 		}
-		return &ServerVersion{Version: "0.1.0"}, nil
+		return &api.ServerVersion{Version: "0.1.0"}, nil
 	}
 	var out bytes.Buffer
 	if err := waitReady(context.Background(), fake.NewClientset(dep, ds), probe, &out, "pt", objs, 5*time.Second); err != nil {

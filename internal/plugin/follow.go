@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -229,19 +228,16 @@ func (f *followOptions) run(ctx context.Context, arg string) error {
 	return f.loop(ctx, cs, srv, t, st, pr)
 }
 
-func (t *target) query() url.Values {
-	q := url.Values{}
+func (t *target) filter() api.Filter {
 	switch {
 	case t.node != "":
-		q.Set("node", t.node)
+		return api.Filter{Node: t.node}
 	case len(t.pods) == 1:
-		q.Set("namespace", t.namespace)
-		q.Set("pod", t.pods[0].Name)
+		return api.Filter{Namespace: t.namespace, Pod: t.pods[0].Name}
 	default:
 		// Several pods: the server filters one pod at most, the rest is done here.
-		q.Set("namespace", t.namespace)
+		return api.Filter{Namespace: t.namespace}
 	}
-	return q
 }
 
 // streamItem is what the reader hands the follow loop: an event, or a note about the
@@ -256,7 +252,7 @@ func (f *followOptions) loop(ctx context.Context, cs kubernetes.Interface, srv *
 	defer cancel()
 	items := make(chan streamItem, 64)
 	errc := make(chan error, 1)
-	go func() { errc <- f.read(ctx, srv, t.query(), items) }()
+	go func() { errc <- f.read(ctx, srv, t.filter(), items) }()
 
 	frame := time.NewTicker(f.frame)
 	defer frame.Stop()
@@ -357,7 +353,7 @@ func (f *followOptions) handle(ev sseclient.Event, st *followState, pr printer) 
 // read streams events into items, reconnecting with Last-Event-ID and backoff when the
 // stream drops. The first connection's failure is returned at once: it is a setup problem
 // (not installed, forbidden, no server pods), not a blip.
-func (f *followOptions) read(ctx context.Context, srv *Server, q url.Values, items chan<- streamItem) error {
+func (f *followOptions) read(ctx context.Context, srv *Server, filter api.Filter, items chan<- streamItem) error {
 	send := func(it streamItem) bool {
 		select {
 		case items <- it:
@@ -371,7 +367,7 @@ func (f *followOptions) read(ctx context.Context, srv *Server, q url.Values, ite
 	var failingSince time.Time
 	connected := false
 	for {
-		body, err := srv.Events(ctx, q, lastID)
+		body, err := srv.Events(ctx, filter, lastID)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

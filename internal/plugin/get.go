@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -59,76 +57,65 @@ including pulls no pod waits for. A POD argument lists the pulls that pod waits 
 	return cmd
 }
 
-var validStates = []string{"active", "stalled", "queued", "completed", "cached", "failed"}
-
-// query turns the arguments and flags into the server's filter parameters.
-func (g *getOptions) query(args []string) (url.Values, string, error) {
+// filter turns the arguments and flags into the server's filter.
+func (g *getOptions) filter(args []string) (api.Filter, string, error) {
 	if len(args) > 0 && (args[0] == "pulls" || args[0] == "pull") {
 		args = args[1:]
 	}
 	if len(args) > 1 {
-		return nil, "", usageErr("get takes at most one pod name, got %q", args)
+		return api.Filter{}, "", usageErr("get takes at most one pod name, got %q", args)
 	}
 	pod := ""
 	if len(args) == 1 {
 		pod = args[0]
 		if kind, name, ok := strings.Cut(pod, "/"); ok {
 			if kind != "pod" && kind != "pods" && kind != "po" {
-				return nil, "", usageErr("get takes a pod name (or pod/NAME), got %q", args[0])
+				return api.Filter{}, "", usageErr("get takes a pod name (or pod/NAME), got %q", args[0])
 			}
 			pod = name
 		}
 		if pod == "" {
-			return nil, "", usageErr("empty pod name")
+			return api.Filter{}, "", usageErr("empty pod name")
 		}
 	}
 	switch g.output {
 	case "", "wide", "json", "yaml":
 	default:
-		return nil, "", usageErr("unknown output format %q: want wide, json or yaml", g.output)
+		return api.Filter{}, "", usageErr("unknown output format %q: want wide, json or yaml", g.output)
 	}
-	q := url.Values{}
+	var f api.Filter
 	scope := "all namespaces"
 	if pod != "" && g.allNamespaces {
-		return nil, "", usageErr("a pod cannot be named across all namespaces: drop -A, or use -n")
+		return api.Filter{}, "", usageErr("a pod cannot be named across all namespaces: drop -A, or use -n")
 	}
 	if !g.allNamespaces {
 		ns, err := g.namespace()
 		if err != nil {
-			return nil, "", err
+			return api.Filter{}, "", err
 		}
-		q.Set("namespace", ns)
+		f.Namespace = ns
 		scope = ns + " namespace"
 	}
 	if pod != "" {
-		q.Set("pod", pod)
-		scope = "pod " + q.Get("namespace") + "/" + pod
+		f.Pod = pod
+		scope = "pod " + f.Namespace + "/" + pod
 	}
-	if g.node != "" {
-		q.Set("node", g.node)
-	}
-	if g.image != "" {
-		q.Set("image", g.image)
-	}
-	var states []string
+	f.Node, f.Image = g.node, g.image
 	for _, s := range g.states {
-		s = strings.TrimSpace(s)
-		if s == "" {
+		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
-		if !slices.Contains(validStates, s) {
-			return nil, "", usageErr("unknown state %q: want one of %s", s, strings.Join(validStates, ", "))
+		st, err := api.ParsePullState(s)
+		if err != nil {
+			return api.Filter{}, "", exitErr(ExitUsage, err, "--%v", err)
 		}
-		states = append(states, s)
+		f.States = append(f.States, st)
 	}
-	if len(states) > 0 {
-		q.Set("state", strings.Join(states, ","))
-	}
-	return q, scope, nil
+	return f, scope, nil
 }
 
 func (g *getOptions) run(ctx context.Context, args []string) error {
-	q, scope, err := g.query(args)
+	filter, scope, err := g.filter(args)
 	if err != nil {
 		return err
 	}
@@ -136,7 +123,7 @@ func (g *getOptions) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	list, err := srv.Pulls(ctx, q)
+	list, err := srv.Pulls(ctx, filter)
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/d44b/pulltrace/charts"
+	"github.com/d44b/pulltrace/pkg/api"
 )
 
 // ReleaseName is the Helm release the plugin manages. With this name the chart's Services
@@ -221,7 +222,7 @@ func (in *installOptions) run(ctx context.Context, ns string) error {
 		fmt.Fprintln(out, "not waiting for the pods (--wait=false); check later with `kubectl pulltrace version`")
 		return nil
 	}
-	probe := func(ctx context.Context, svc string) (*ServerVersion, error) {
+	probe := func(ctx context.Context, svc string) (*api.ServerVersion, error) {
 		srv, err := NewServerFromOptions(in.Options, ns, svc)
 		if err != nil {
 			return nil, err
@@ -403,7 +404,7 @@ var pollEvery = 2 * time.Second
 
 // waitReady waits for the server Deployment, then the server's API through the service
 // proxy (probe: the path the plugin uses), then the agent DaemonSet.
-func waitReady(ctx context.Context, cs kubernetes.Interface, probe func(ctx context.Context, svc string) (*ServerVersion, error),
+func waitReady(ctx context.Context, cs kubernetes.Interface, probe func(ctx context.Context, svc string) (*api.ServerVersion, error),
 	out io.Writer, ns string, objs []string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

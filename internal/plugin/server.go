@@ -83,10 +83,10 @@ func (s *Server) getJSON(ctx context.Context, path string, q url.Values, out any
 	return nil
 }
 
-// Pulls lists pulls; q holds the server's filters (node, namespace, pod, image, state).
-func (s *Server) Pulls(ctx context.Context, q url.Values) (*api.PullList, error) {
+// Pulls lists the pulls that pass f.
+func (s *Server) Pulls(ctx context.Context, f api.Filter) (*api.PullList, error) {
 	var l api.PullList
-	if err := s.getJSON(ctx, "/api/v1/pulls", q, &l); err != nil {
+	if err := s.getJSON(ctx, "/api/v1/pulls", f.Query(), &l); err != nil {
 		return nil, err
 	}
 	if l.Pulls == nil {
@@ -95,15 +95,9 @@ func (s *Server) Pulls(ctx context.Context, q url.Values) (*api.PullList, error)
 	return &l, nil
 }
 
-// ServerVersion is the body of /api/v1/version.
-type ServerVersion struct {
-	Version       string `json:"version"`
-	SchemaVersion string `json:"schemaVersion,omitempty"`
-}
-
 // Version asks the server for its version.
-func (s *Server) Version(ctx context.Context) (*ServerVersion, error) {
-	var v ServerVersion
+func (s *Server) Version(ctx context.Context) (*api.ServerVersion, error) {
+	var v api.ServerVersion
 	if err := s.getJSON(ctx, "/api/v1/version", nil, &v); err != nil {
 		return nil, err
 	}
@@ -112,14 +106,10 @@ func (s *Server) Version(ctx context.Context) (*ServerVersion, error) {
 
 // Events opens the SSE stream. lastID resumes after that event (the header a browser's
 // EventSource sends, and the query parameter for proxies that drop unknown headers).
-func (s *Server) Events(ctx context.Context, q url.Values, lastID string) (io.ReadCloser, error) {
+func (s *Server) Events(ctx context.Context, f api.Filter, lastID string) (io.ReadCloser, error) {
+	q := f.Query()
 	if lastID != "" {
-		q2 := url.Values{}
-		for k, v := range q {
-			q2[k] = v
-		}
-		q2.Set("lastEventId", lastID)
-		q = q2
+		q.Set("lastEventId", lastID)
 	}
 	r := s.request(s.stream, "/api/v1/events", q).SetHeader("Accept", "text/event-stream")
 	if lastID != "" {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/d44b/pulltrace/pkg/api"
 )
 
 func newVersionCommand(o *Options) *cobra.Command {
@@ -46,7 +48,7 @@ func runVersion(ctx context.Context, o *Options, clientOnly bool, output string)
 		defer cancel()
 		srv, err := o.server()
 		if err == nil {
-			var v *ServerVersion
+			var v *api.ServerVersion
 			if v, err = srv.Version(ctx); err == nil {
 				info.Server, info.Schema = v.Version, v.SchemaVersion
 			}

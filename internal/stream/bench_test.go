@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/d44b/pulltrace/internal/aggregate"
 	"github.com/d44b/pulltrace/pkg/api"
 )
 
@@ -14,7 +13,7 @@ func BenchmarkPublish1000Followers(b *testing.B) {
 	br := New(Config{ClientBuffer: 1024})
 	var wg sync.WaitGroup
 	for range 1000 {
-		c, _, _ := br.register(aggregate.Filter{}, 0)
+		c, _, _ := br.register(api.Filter{}, 0)
 		wg.Go(func() {
 			for range c.ch {
 			}

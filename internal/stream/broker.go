@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/d44b/pulltrace/internal/aggregate"
 	"github.com/d44b/pulltrace/pkg/api"
 )
 
@@ -61,7 +60,7 @@ type record struct {
 }
 
 type client struct {
-	filter   aggregate.Filter
+	filter   api.Filter
 	ch       chan record
 	overflow bool
 }
@@ -69,7 +68,7 @@ type client struct {
 // Snapshotter is the store: it runs fn with the current pulls under the lock that also
 // orders publishing, so registration sits exactly between two events.
 type Snapshotter interface {
-	Snapshot(f aggregate.Filter, fn func(pulls []api.Pull))
+	Snapshot(f api.Filter, fn func(pulls []api.Pull))
 }
 
 // Broker is the SSE hub.
@@ -143,7 +142,7 @@ func (b *Broker) Publish(events []api.PullEvent, data [][]byte) {
 
 // register adds a client. With resumeFrom > 0 and that id still in the window, the
 // missed events are queued for it and ok is true; otherwise the caller sends a snapshot.
-func (b *Broker) register(f aggregate.Filter, resumeFrom uint64) (c *client, replayed bool, last uint64) {
+func (b *Broker) register(f api.Filter, resumeFrom uint64) (c *client, replayed bool, last uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c = &client{filter: f}
@@ -181,7 +180,7 @@ func (b *Broker) unregister(c *client) {
 }
 
 // Serve streams events matching f to one client until it goes away or ctx ends.
-func (b *Broker) Serve(w http.ResponseWriter, r *http.Request, f aggregate.Filter, store Snapshotter) {
+func (b *Broker) Serve(w http.ResponseWriter, r *http.Request, f api.Filter, store Snapshotter) {
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

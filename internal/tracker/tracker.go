@@ -182,12 +182,7 @@ func (t *Tracker) Snapshot() []api.Pull {
 	for _, p := range t.finished {
 		out = append(out, p.pull.Clone())
 	}
-	slices.SortFunc(out, func(a, b api.Pull) int {
-		if c := b.StartedAt.Compare(a.StartedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
+	api.SortNewestFirst(out)
 	return out
 }
 
@@ -390,7 +385,7 @@ func (t *Tracker) update(ctx context.Context, p *pullTrack, ingests map[digest.D
 			p.pull.State = api.PullActive
 		}
 	}
-	return !samePull(before, p.pull)
+	return !before.Equal(&p.pull)
 }
 
 // settle checks whether a layer without an ingest is in the content store.
@@ -600,17 +595,4 @@ func (t *Tracker) expire(now time.Time) bool {
 		dropped = true
 	}
 	return dropped
-}
-
-func samePull(a, b api.Pull) bool {
-	if a.State != b.State || a.DownloadedBytes != b.DownloadedBytes || a.TotalBytes != b.TotalBytes ||
-		a.ImageRef != b.ImageRef || a.LayersDone != b.LayersDone || a.Error != b.Error || len(a.Layers) != len(b.Layers) {
-		return false
-	}
-	for i := range a.Layers {
-		if a.Layers[i] != b.Layers[i] {
-			return false
-		}
-	}
-	return true
 }

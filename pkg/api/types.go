@@ -4,7 +4,11 @@
 // tests keep all three in step.
 package api
 
-import "time"
+import (
+	"slices"
+	"strings"
+	"time"
+)
 
 // SchemaVersion is carried by every report and event. Fields may be added within v1, never
 // renamed or dropped.
@@ -29,13 +33,27 @@ func (s PullState) Finished() bool {
 	return s == PullCompleted || s == PullCached || s == PullFailed
 }
 
-// Valid reports whether s is one of the defined states.
-func (s PullState) Valid() bool {
-	switch s {
-	case PullActive, PullCompleted, PullCached, PullFailed, PullStalled, PullQueued:
-		return true
+// PullStates lists every pull state, in the order a person scans them: moving, waiting,
+// stuck, then finished. Flags, completions and error texts list these.
+var PullStates = []PullState{PullActive, PullStalled, PullQueued, PullCompleted, PullCached, PullFailed}
+
+// Valid reports whether s is one of PullStates.
+func (s PullState) Valid() bool { return slices.Contains(PullStates, s) }
+
+// ParsePullState reads one state, with an error that lists the valid ones.
+func ParsePullState(s string) (PullState, error) {
+	if st := PullState(s); st.Valid() {
+		return st, nil
 	}
-	return false
+	return "", fieldErr("state", "unknown state %q: want one of %s", s, joinStates(PullStates, ", "))
+}
+
+func joinStates[S ~string](states []S, sep string) string {
+	out := make([]string, len(states))
+	for i, s := range states {
+		out[i] = string(s)
+	}
+	return strings.Join(out, sep)
 }
 
 // LayerState is where one layer blob is in its download.
@@ -57,14 +75,11 @@ const (
 // Finished reports whether the layer needs no more bytes.
 func (s LayerState) Finished() bool { return s == LayerDone || s == LayerExists }
 
-// Valid reports whether s is one of the defined states.
-func (s LayerState) Valid() bool {
-	switch s {
-	case LayerWaiting, LayerDownloading, LayerDone, LayerExists, LayerFailed:
-		return true
-	}
-	return false
-}
+// LayerStates lists every layer state, in download order.
+var LayerStates = []LayerState{LayerWaiting, LayerDownloading, LayerDone, LayerExists, LayerFailed}
+
+// Valid reports whether s is one of LayerStates.
+func (s LayerState) Valid() bool { return slices.Contains(LayerStates, s) }
 
 // PodRef names one container of a pod that waits for a pull.
 type PodRef struct {
@@ -177,4 +192,10 @@ type PullList struct {
 // ErrorResponse is every JSON error body.
 type ErrorResponse struct {
 	Error string `json:"error"`
+}
+
+// ServerVersion is the body of GET /api/v1/version.
+type ServerVersion struct {
+	Version       string `json:"version"`
+	SchemaVersion string `json:"schemaVersion,omitempty"`
 }

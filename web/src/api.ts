@@ -123,3 +123,9 @@ export interface PullList {
 export interface ErrorResponse {
   error: string;
 }
+
+/** Body of GET /api/v1/version. */
+export interface ServerVersion {
+  version: string;
+  schemaVersion?: string;
+}
