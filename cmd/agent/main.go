@@ -18,6 +18,7 @@ import (
 	"github.com/d44b/pulltrace/internal/agent"
 	"github.com/d44b/pulltrace/internal/envflag"
 	"github.com/d44b/pulltrace/internal/report"
+	"github.com/d44b/pulltrace/internal/token"
 	"github.com/d44b/pulltrace/internal/tracker"
 )
 
@@ -60,7 +61,7 @@ func run(args []string) error {
 	}
 	sender, err := report.New(report.Config{
 		Servers:  servers,
-		Token:    report.FileToken(*tokenFile, os.Getenv("PULLTRACE_TOKEN")),
+		Token:    token.File(*tokenFile, os.Getenv("PULLTRACE_TOKEN")),
 		Resolver: net.DefaultResolver,
 	})
 	if err != nil {

@@ -21,8 +21,8 @@ import (
 
 	"github.com/d44b/pulltrace/internal/aggregate"
 	"github.com/d44b/pulltrace/internal/envflag"
-	"github.com/d44b/pulltrace/internal/report"
 	"github.com/d44b/pulltrace/internal/server"
+	"github.com/d44b/pulltrace/internal/token"
 	"github.com/d44b/pulltrace/web"
 )
 
@@ -71,12 +71,12 @@ func run(args []string) error {
 			namespaces = append(namespaces, ns)
 		}
 	}
-	token := report.FileToken(*tokenFile, os.Getenv("PULLTRACE_TOKEN"))
-	if _, err := token(); err != nil {
+	tok := token.File(*tokenFile, os.Getenv("PULLTRACE_TOKEN"))
+	if _, err := tok(); err != nil {
 		return err
 	}
 	srv, err := server.New(server.Config{
-		Version: version, Token: token, MaxReport: *maxReport, Kube: kube, Namespaces: namespaces,
+		Version: version, Token: tok, MaxReport: *maxReport, Kube: kube, Namespaces: namespaces,
 		Aggregate: aggregate.Config{HistoryTTL: *ttl, MaxPerNode: *maxPerNode, MaxTotal: *maxPulls, AgentTimeout: *agentTimeout},
 		UI:        web.Handler(), Logger: log, EventLog: os.Stdout, LogLevel: common.Level,
 	})

@@ -14,32 +14,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/d44b/pulltrace/internal/token"
 	"github.com/d44b/pulltrace/pkg/api"
 )
-
-// Token returns the shared secret, or "" when none is set. It is called for every report
-// so a rotated Secret is picked up without a restart.
-type Token func() (string, error)
-
-// FileToken reads the token from a file (a mounted Secret), falling back to env when no
-// file is named. Tokens never come from flags, which `ps` would show.
-func FileToken(path, env string) Token {
-	return func() (string, error) {
-		if path == "" {
-			return strings.TrimSpace(env), nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return "", fmt.Errorf("read token file: %w", err)
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
-}
 
 // Resolver looks up every address of a host; a headless Service gives one per replica.
 type Resolver interface {
@@ -49,7 +30,7 @@ type Resolver interface {
 // Config configures a Sender.
 type Config struct {
 	Servers []string
-	Token   Token
+	Token   token.Source
 	Client  *http.Client
 	// Resolver, when set, fans each server URL out to every address its host resolves to.
 	Resolver Resolver
@@ -89,7 +70,7 @@ func New(cfg Config) (*Sender, error) {
 		cfg.Client = &http.Client{Timeout: 10 * time.Second}
 	}
 	if cfg.Token == nil {
-		cfg.Token = FileToken("", "")
+		cfg.Token = token.File("", "")
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second

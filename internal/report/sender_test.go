@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/d44b/pulltrace/internal/token"
 	"github.com/d44b/pulltrace/pkg/api"
 )
 
@@ -53,7 +54,7 @@ func TestTokenFromFileAndHeartbeats(t *testing.T) {
 	if err := os.WriteFile(tokenPath, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Servers: []string{hs.URL + "/"}, Token: FileToken(tokenPath, "ignored")})
+	s, err := New(Config{Servers: []string{hs.URL + "/"}, Token: token.File(tokenPath, "ignored")})
 	if err != nil {
 		t.Fatal(err)
 	}
