@@ -63,6 +63,7 @@ func TestAPITypesMirrorGo(t *testing.T) {
 		"AgentReport":    api.AgentReport{},
 		"ReportResponse": api.ReportResponse{},
 		"PullList":       api.PullList{},
+		"ListMeta":       api.ListMeta{},
 		"ErrorResponse":  api.ErrorResponse{},
 		"ServerVersion":  api.ServerVersion{},
 	} {

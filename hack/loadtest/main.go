@@ -263,7 +263,8 @@ func sseLatency(ctx context.Context, base string, followers int) error {
 				if err != nil {
 					break
 				}
-				if ev.Type != string(api.EventPullProgress) && ev.Type != string(api.EventPullStarted) {
+				// PullEvents are plain messages; the type is the third field of the JSON.
+				if ev.Type != "" || !strings.Contains(ev.Data, `"type":"`+string(api.EventPullProgress)+`"`) && !strings.Contains(ev.Data, `"type":"`+string(api.EventPullStarted)+`"`) {
 					continue
 				}
 				// The pull's own downloadedBytes is the first in the object (three moving

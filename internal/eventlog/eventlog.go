@@ -1,6 +1,7 @@
 // Package eventlog writes one JSON line per lifecycle event in the public v1 log format:
 // {"schemaVersion":"v1","timestamp":...,"type":...,"nodeName":...,"pull":{...}}, the
 // same object the SSE stream carries, so log pipelines and scripts share one schema.
+// layer.* lines carry the pull's summary (no layers) and the layer, as on the stream.
 package eventlog
 
 import (
@@ -60,23 +61,33 @@ func New(w io.Writer, level slog.Leveler) *Logger {
 	return &Logger{log: slog.New(&handler{w: w, level: level})}
 }
 
-// Encode marshals events once, for the log and the SSE stream alike. One report's events
-// mostly carry the same pull (a layer event per moving layer, then the pull's progress), so
-// a pull equal to the previous event's is encoded once and spliced in; the output is
-// byte-for-byte what json.Marshal gives (a test holds it to that).
+// Encode marshals events once, for the log and the SSE stream alike, exactly as
+// api.PullEvent.MarshalJSON does (a test holds it to that). One report's events mostly
+// carry the same pull (a layer event per moving layer, then the pull's progress), so the
+// pull, or for layer events its summary, is encoded once and spliced in.
 func Encode(events []api.PullEvent) [][]byte {
 	out := make([][]byte, len(events))
 	var prev *api.Pull
-	var pullJSON []byte
+	var full, summary []byte
 	for i := range events {
 		ev := &events[i]
 		if prev == nil || !prev.Identical(&ev.Pull) {
-			b, err := json.Marshal(&ev.Pull)
-			if err != nil {
-				prev = nil
-				continue // a Pull always marshals; an empty slot is skipped downstream
+			prev, full, summary = &ev.Pull, nil, nil
+		}
+		var err error
+		pullJSON := full
+		if ev.Type.IsLayer() {
+			if summary == nil {
+				summary, err = ev.Pull.MarshalSummary()
 			}
-			prev, pullJSON = &ev.Pull, b
+			pullJSON = summary
+		} else if full == nil {
+			full, err = json.Marshal(&ev.Pull)
+			pullJSON = full
+		}
+		if err != nil {
+			prev = nil
+			continue // a Pull always marshals; an empty slot is skipped downstream
 		}
 		out[i] = encodeEvent(ev, pullJSON)
 	}

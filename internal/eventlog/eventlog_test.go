@@ -73,5 +73,9 @@ func TestEncodeMatchesMarshal(t *testing.T) {
 		if string(got[i]) != string(want) {
 			t.Fatalf("event %d:\n got %s\nwant %s", i, got[i], want)
 		}
+		// A layer event is the size of one layer, not of the whole pull.
+		if hasLayers := bytes.Contains(got[i], []byte(`"layers"`)); hasLayers == evs[i].Type.IsLayer() {
+			t.Fatalf("event %d (%s): layers present=%v: %s", i, evs[i].Type, hasLayers, got[i])
+		}
 	}
 }

@@ -189,7 +189,8 @@ func (f *fakeAPI) addPod(ns, name, node string, imageID string, images ...string
 	f.mu.Unlock()
 }
 
-// sse writes one event.
+// sse writes one event as the server does: the snapshot (and any other name a newer
+// server might add) as a named event, PullEvents as plain messages.
 func sse(w io.Writer, id, typ string, data any) {
 	b, ok := data.(string)
 	if !ok {
@@ -199,7 +200,10 @@ func sse(w io.Writer, id, typ string, data any) {
 	if id != "" {
 		fmt.Fprintf(w, "id: %s\n", id)
 	}
-	fmt.Fprintf(w, "event: %s\ndata: %s\n\n", typ, b)
+	if !strings.HasPrefix(typ, "pull.") && !strings.HasPrefix(typ, "layer.") {
+		fmt.Fprintf(w, "event: %s\n", typ)
+	}
+	fmt.Fprintf(w, "data: %s\n\n", b)
 }
 
 func event(typ api.EventType, p api.Pull) api.PullEvent {

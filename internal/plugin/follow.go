@@ -331,13 +331,17 @@ func (f *followOptions) handle(ev sseclient.Event, st *followState, pr printer) 
 		pr.Snapshot(pulls)
 		return false
 	}
-	if !slices.Contains(api.EventTypes, api.EventType(ev.Type)) {
-		return false // a type from a newer server
+	if ev.Type != "" && ev.Type != "message" {
+		return false // a named event from a newer server
 	}
+	// PullEvents are plain messages; the type is inside the JSON.
 	var pe api.PullEvent
 	if err := json.Unmarshal([]byte(ev.Data), &pe); err != nil {
 		pr.Notice(fmt.Sprintf("ignoring an event that is not JSON: %v", err))
 		return false
+	}
+	if !slices.Contains(api.EventTypes, pe.Type) {
+		return false // a type from a newer server
 	}
 	if !st.matches(&pe.Pull) {
 		return false

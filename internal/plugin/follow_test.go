@@ -37,7 +37,8 @@ func TestFollowJSONResumesAndCompletes(t *testing.T) {
 		func(w io.Writer, flush func()) bool {
 			sse(w, "5", "snapshot", api.PullList{Pulls: []api.Pull{q}})
 			sse(w, "6", "pull.started", started)
-			sse(w, "7", "pull.exotic", `{"from":"a newer server"}`)
+			sse(w, "7", "pull.exotic", `{"schemaVersion":"v1","type":"pull.exotic","pull":{"id":"p1"}}`)
+			sse(w, "7", "digest", `{"from":"a newer server"}`)
 			sse(w, "8", "pull.progress", prog1)
 			flush()
 			return true

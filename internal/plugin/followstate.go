@@ -138,7 +138,13 @@ func (st *followState) snapshot(pulls []api.Pull) []string {
 // apply takes one lifecycle event; recheck is true when an entry a container waited on
 // left the server, so the pod should be read again.
 func (st *followState) apply(ev *api.PullEvent) (msgs []string, recheck bool) {
-	p := &ev.Pull
+	var held *api.Pull
+	if h, ok := st.pulls[ev.Pull.ID]; ok {
+		held = &h
+	}
+	// A layer event carries the pull's summary: the layers held are kept.
+	cur := ev.Apply(held)
+	p := &cur
 	if ev.Type == api.EventPullRemoved {
 		delete(st.pulls, p.ID)
 		for _, n := range st.needs {

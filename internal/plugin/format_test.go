@@ -3,6 +3,7 @@ package plugin
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -260,5 +261,26 @@ func TestExitCode(t *testing.T) {
 	}
 	if !isNetworkError(&url.Error{Op: "Get", URL: "https://x", Err: &net.OpError{Op: "dial"}}) {
 		t.Error("a dial error is a network error")
+	}
+}
+
+// A layer event carries the pull's summary; the follower keeps the layers it held (the
+// --layers view draws them) and takes the one that changed.
+func TestFollowStateKeepsLayersAcrossLayerEvents(t *testing.T) {
+	st := newFollowState(&target{node: "node-1"})
+	p := api.Pull{ID: "p1", NodeName: "node-1", ImageRef: "r/x:1", State: api.PullActive, TotalBytes: 12 << 20, Pods: []api.PodRef{}}
+	p.Layers = []api.Layer{{Digest: "sha256:a", TotalBytes: 4 << 20, State: api.LayerDownloading}, {Digest: "sha256:b", TotalBytes: 8 << 20, State: api.LayerWaiting}}
+	st.apply(&api.PullEvent{Type: api.EventPullProgress, Pull: p})
+	var wire api.PullEvent
+	lev := api.PullEvent{SchemaVersion: "v1", Type: api.EventLayerProgress, NodeName: "node-1", Pull: p,
+		Layer: &api.Layer{Digest: "sha256:a", TotalBytes: 4 << 20, DownloadedBytes: 2 << 20, State: api.LayerDownloading}}
+	b, _ := json.Marshal(lev)
+	if err := json.Unmarshal(b, &wire); err != nil || wire.Pull.Layers != nil {
+		t.Fatalf("wire form %s: %v", b, err)
+	}
+	st.apply(&wire)
+	got := st.pulls["p1"].Layers
+	if len(got) != 2 || got[0].DownloadedBytes != 2<<20 || got[1].Digest != "sha256:b" {
+		t.Fatalf("layers after a layer event: %+v", got)
 	}
 }

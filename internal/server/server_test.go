@@ -213,12 +213,25 @@ func readEvents(t *testing.T, url string, header http.Header, n int, timeout tim
 	return out, r
 }
 
+// types names each event: the SSE event name for named events (the snapshot), else the
+// type inside the JSON of a plain message.
 func types(evs []sseclient.Event) string {
 	var s []string
 	for _, e := range evs {
-		s = append(s, e.Type)
+		s = append(s, typeOf(e))
 	}
 	return strings.Join(s, " ")
+}
+
+func typeOf(e sseclient.Event) string {
+	if e.Type != "" {
+		return e.Type
+	}
+	var pe api.PullEvent
+	if err := json.Unmarshal([]byte(e.Data), &pe); err != nil {
+		return "?"
+	}
+	return string(pe.Type)
 }
 
 func TestLifecycleEventsOverSSEAndLog(t *testing.T) {
@@ -249,12 +262,22 @@ func TestLifecycleEventsOverSSEAndLog(t *testing.T) {
 	}
 	var last uint64
 	for _, e := range evs {
-		var id uint64
-		fmt.Sscan(e.ID, &id)
-		if e.Type != "snapshot" && id <= last {
+		id, ok := api.ParseEventID(e.ID)
+		if !ok || id.Epoch != h.srv.Broker.Epoch() {
+			t.Fatalf("id %q lacks this process's epoch %q", e.ID, h.srv.Broker.Epoch())
+		}
+		if e.Type != "snapshot" && id.Seq <= last {
 			t.Fatalf("ids not increasing: %s after %d", e.ID, last)
 		}
-		last = id
+		last = id.Seq
+		// PullEvents are plain messages, so EventSource.onmessage receives them (finding 10).
+		if e.Type != "" && e.Type != "snapshot" {
+			t.Fatalf("named event %q: PullEvents must be plain data messages", e.Type)
+		}
+	}
+	var snap api.PullList
+	if err := json.Unmarshal([]byte(evs[0].Data), &snap); err != nil || snap.SchemaVersion != "v1" || snap.Pulls == nil {
+		t.Fatalf("snapshot %v: %s", err, evs[0].Data)
 	}
 	var mid api.PullEvent
 	_ = json.Unmarshal([]byte(evs[5].Data), &mid)
@@ -272,7 +295,7 @@ func TestLifecycleEventsOverSSEAndLog(t *testing.T) {
 	}
 	for i, l := range lines {
 		var ev api.PullEvent
-		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.SchemaVersion != "v1" || string(ev.Type) != evs[i+1].Type {
+		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.SchemaVersion != "v1" || string(ev.Type) != typeOf(evs[i+1]) {
 			t.Fatalf("log line %d: %v %s", i, err, l)
 		}
 	}
@@ -338,18 +361,27 @@ func TestSSEResumeAndHeartbeat(t *testing.T) {
 		h.post("", h.report("node-1", "a1", pull("p1", api.PullActive, layer(1, 100, int64(10*(i+1)), api.LayerDownloading))))
 	}
 	last := h.srv.Broker.LastID()
+	back := func(n uint64) string { return api.EventID{Epoch: last.Epoch, Seq: last.Seq - n}.String() }
 	// Resume from two events back: exactly the missed ones, no snapshot.
-	hdr := http.Header{"Last-Event-ID": {fmt.Sprint(last - 2)}}
+	hdr := http.Header{"Last-Event-ID": {back(2)}}
 	evs, _ := readEvents(t, h.http.URL+"/api/v1/events", hdr, 2, 3*time.Second)
-	if len(evs) != 2 || evs[0].ID != fmt.Sprint(last-1) || evs[1].ID != fmt.Sprint(last) {
+	if len(evs) != 2 || evs[0].ID != back(1) || evs[1].ID != back(0) {
 		t.Fatalf("resume: %+v", evs)
+	}
+	// The same sequence number from another process (a restart, another replica) is no
+	// place in this stream: a snapshot (finding 11).
+	for _, foreign := range []string{"0123456789ab-" + fmt.Sprint(last.Seq-2), fmt.Sprint(last.Seq - 2), "garbage"} {
+		evs, _ = readEvents(t, h.http.URL+"/api/v1/events", http.Header{"Last-Event-ID": {foreign}}, 1, 3*time.Second)
+		if len(evs) != 1 || evs[0].Type != "snapshot" || evs[0].ID != last.String() {
+			t.Fatalf("resume from %q: %+v", foreign, evs)
+		}
 	}
 	// Far outside the window: a fresh snapshot.
 	for i := range 10 {
 		h.advance(time.Second)
 		h.post("", h.report("node-1", "a1", pull("p1", api.PullActive, layer(1, 100, int64(40+i), api.LayerDownloading))))
 	}
-	evs, _ = readEvents(t, h.http.URL+"/api/v1/events?lastEventId=1", nil, 1, 3*time.Second)
+	evs, _ = readEvents(t, h.http.URL+"/api/v1/events?lastEventId="+last.Epoch+"-1", nil, 1, 3*time.Second)
 	if len(evs) != 1 || evs[0].Type != "snapshot" || !strings.Contains(evs[0].Data, `"id":"p1"`) {
 		t.Fatalf("stale resume: %+v", evs)
 	}

@@ -10,6 +10,8 @@
 package stream
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -33,6 +35,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Retry is the reconnect delay suggested to browsers.
 	Retry time.Duration
+	// Epoch prefixes every event id; empty takes a random one. Ids restart with every
+	// process, so a Last-Event-ID from another epoch cannot pick a place in this stream.
+	Epoch string
 }
 
 func (c *Config) defaults() {
@@ -50,6 +55,11 @@ func (c *Config) defaults() {
 	}
 	if c.Retry <= 0 {
 		c.Retry = 3 * time.Second
+	}
+	if c.Epoch == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		c.Epoch = hex.EncodeToString(b[:])
 	}
 }
 
@@ -98,11 +108,14 @@ func (b *Broker) Clients() int {
 }
 
 // LastID is the id of the newest event.
-func (b *Broker) LastID() uint64 {
+func (b *Broker) LastID() api.EventID {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.last
+	return api.EventID{Epoch: b.cfg.Epoch, Seq: b.last}
 }
+
+// Epoch is this broker's id prefix.
+func (b *Broker) Epoch() string { return b.cfg.Epoch }
 
 // Publish numbers and delivers events, already encoded (data[i] is events[i], so the
 // server encodes each event once for its log and its stream). It never blocks on a client.
@@ -190,7 +203,7 @@ func (b *Broker) Serve(w http.ResponseWriter, r *http.Request, f api.Filter, sto
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
-	resume := lastEventID(r)
+	resume := b.lastEventID(r)
 	write := func(p []byte) bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(b.cfg.WriteTimeout))
 		if _, err := w.Write(p); err != nil {
@@ -214,7 +227,7 @@ func (b *Broker) Serve(w http.ResponseWriter, r *http.Request, f api.Filter, sto
 				if pulls == nil {
 					pulls = []api.Pull{}
 				}
-				snap, _ = json.Marshal(api.PullList{Pulls: pulls})
+				snap, _ = json.Marshal(api.PullList{SchemaVersion: api.SchemaVersion, Pulls: pulls})
 			}
 		})
 		ok := b.pump(r, c, replayed, last, snap, write)
@@ -229,7 +242,7 @@ func (b *Broker) Serve(w http.ResponseWriter, r *http.Request, f api.Filter, sto
 
 func (b *Broker) pump(r *http.Request, c *client, replayed bool, last uint64, snap []byte, write func([]byte) bool) bool {
 	if !replayed {
-		if !write(fmt.Appendf(nil, "id: %d\nevent: snapshot\ndata: %s\n\n", last, snap)) {
+		if !write(fmt.Appendf(nil, "id: %s-%d\nevent: snapshot\ndata: %s\n\n", b.cfg.Epoch, last, snap)) {
 			return false
 		}
 	}
@@ -250,7 +263,7 @@ func (b *Broker) pump(r *http.Request, c *client, replayed bool, last uint64, sn
 			}
 			// Everything already queued goes out in one write and one flush: a report
 			// that changes many layers costs each client one syscall, not one per event.
-			buf = appendEvent(buf[:0], rec)
+			buf = b.appendEvent(buf[:0], rec)
 			closed := false
 		drain:
 			for len(buf) < 256<<10 {
@@ -260,7 +273,7 @@ func (b *Broker) pump(r *http.Request, c *client, replayed bool, last uint64, sn
 						closed = true
 						break drain
 					}
-					buf = appendEvent(buf, more)
+					buf = b.appendEvent(buf, more)
 				default:
 					break drain
 				}
@@ -275,20 +288,29 @@ func (b *Broker) pump(r *http.Request, c *client, replayed bool, last uint64, sn
 	}
 }
 
-func appendEvent(buf []byte, rec record) []byte {
-	return fmt.Appendf(buf, "id: %d\nevent: %s\ndata: %s\n\n", rec.id, rec.ev.Type, rec.data)
+// appendEvent writes a plain message: no `event:` field, so EventSource.onmessage gets it
+// (the type is inside the JSON, as in the seed's stream).
+func (b *Broker) appendEvent(buf []byte, rec record) []byte {
+	buf = append(buf, "id: "...)
+	buf = append(buf, b.cfg.Epoch...)
+	buf = append(buf, '-')
+	buf = strconv.AppendUint(buf, rec.id, 10)
+	buf = append(buf, "\ndata: "...)
+	buf = append(buf, rec.data...)
+	return append(buf, "\n\n"...)
 }
 
 // lastEventID reads the resume point from the header browsers send, or from a query
-// parameter for clients that cannot set headers on reconnect.
-func lastEventID(r *http.Request) uint64 {
+// parameter for clients that cannot set headers on reconnect. An id of another epoch, or
+// one that does not parse, is no resume point: the client gets a snapshot.
+func (b *Broker) lastEventID(r *http.Request) uint64 {
 	v := r.Header.Get("Last-Event-ID")
 	if v == "" {
 		v = r.URL.Query().Get("lastEventId")
 	}
-	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil {
+	id, ok := api.ParseEventID(v)
+	if !ok || id.Epoch != b.cfg.Epoch {
 		return 0
 	}
-	return n
+	return id.Seq
 }

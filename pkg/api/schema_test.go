@@ -130,7 +130,12 @@ func TestSchemaRejectsBrokenEvents(t *testing.T) {
 			m["type"] = "layer.progress"
 			delete(m, "layer")
 		},
-		"pods null": func(m map[string]any) { m["pull"].(map[string]any)["pods"] = nil },
+		"pods null":                 func(m map[string]any) { m["pull"].(map[string]any)["pods"] = nil },
+		"pull event without layers": func(m map[string]any) { delete(m["pull"].(map[string]any), "layers") },
+		"layer event with the whole pull": func(m map[string]any) {
+			m["type"] = "layer.progress"
+			m["layer"] = m["pull"].(map[string]any)["layers"].([]any)[0]
+		},
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -149,7 +149,10 @@ var EventTypes = []EventType{
 	EventLayerStarted, EventLayerProgress, EventLayerCompleted, EventPullRemoved,
 }
 
-// PullEvent is one SSE data payload and one JSON log line.
+// PullEvent is one SSE data payload and one JSON log line. On the stream it is a plain
+// `data:` message (no `event:` field: a browser's EventSource.onmessage receives it); its
+// type is inside the JSON. layer.* events carry a summary of the pull (no layers) and the
+// layer; see MarshalJSON and Apply.
 type PullEvent struct {
 	SchemaVersion string    `json:"schemaVersion"`
 	Timestamp     time.Time `json:"timestamp"`
@@ -184,9 +187,20 @@ type ReportResponse struct {
 	Resync bool `json:"resync,omitempty"`
 }
 
-// PullList is the body of GET /api/v1/pulls.
+// PullList is the body of GET /api/v1/pulls and the data of the stream's `snapshot` event.
 type PullList struct {
-	Pulls []Pull `json:"pulls"`
+	SchemaVersion string `json:"schemaVersion"`
+	// Metadata is set on GET /api/v1/pulls: where the next page starts.
+	Metadata *ListMeta `json:"metadata,omitempty"`
+	Pulls    []Pull    `json:"pulls"`
+}
+
+// ListMeta pages a list as Kubernetes does: pass Continue back as ?continue= with the same
+// filter to get the next page; it is empty on the last page.
+type ListMeta struct {
+	Continue string `json:"continue,omitempty"`
+	// RemainingItemCount is how many matching pulls follow this page, when known.
+	RemainingItemCount *int64 `json:"remainingItemCount,omitempty"`
 }
 
 // ErrorResponse is every JSON error body.

@@ -10,7 +10,9 @@ import (
 
 // Event is one dispatched SSE event.
 type Event struct {
-	ID   string
+	ID string
+	// Type is the `event:` field; empty for a plain message (SSE's "message"), which is
+	// how the server sends PullEvents. Only the snapshot is named.
 	Type string
 	Data string
 	// Retry is the reconnect delay in milliseconds the server suggested, if any.

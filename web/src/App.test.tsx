@@ -61,7 +61,7 @@ describe('App', () => {
     expect(within(row).getByRole('progressbar').getAttribute('aria-valuenow')).toBe('20');
     expect(screen.getByText('unexpected EOF')).toBeTruthy();
 
-    act(() => es.emit('pull.progress', event('pull.progress', { ...nginx, downloadedBytes: 5 * 1024 * 1024, percent: 50 }), '1'));
+    act(() => es.emit('message', event('pull.progress', { ...nginx, downloadedBytes: 5 * 1024 * 1024, percent: 50 }), 'e1-1'));
     frame();
     expect(within(row).getByRole('progressbar').getAttribute('aria-valuenow')).toBe('50');
     expect(row.textContent).toContain('5.0 MiB / 10.0 MiB');
@@ -106,7 +106,7 @@ describe('App', () => {
 
   it('removes a pull on pull.removed', () => {
     const es = start();
-    act(() => es.emit('pull.removed', event('pull.removed', redis), '5'));
+    act(() => es.emit('message', event('pull.removed', redis), 'e1-5'));
     frame();
     expect(document.querySelector('[data-pull-id="b"]')).toBeNull();
   });

@@ -86,7 +86,10 @@ export const EVENT_TYPES: readonly EventType[] = [
   'pull.removed',
 ];
 
-/** One SSE data payload of GET /api/v1/events. */
+/**
+ * One SSE data payload of GET /api/v1/events: a plain message (no `event:` name), its type
+ * inside. layer.* events carry the pull's summary (no `layers`) and the one layer.
+ */
 export interface PullEvent {
   schemaVersion: string;
   timestamp: string;
@@ -116,7 +119,28 @@ export interface ReportResponse {
 
 /** Body of GET /api/v1/pulls and data of the SSE `snapshot` event. */
 export interface PullList {
+  schemaVersion: string;
+  metadata?: ListMeta;
   pulls: Pull[];
+}
+
+/** Pages a list as Kubernetes does: pass `continue` back with the same filter. */
+export interface ListMeta {
+  continue?: string;
+  remainingItemCount?: number;
+}
+
+/**
+ * The sequence number of an SSE id "epoch-seq" (EventID in Go), or undefined when the id is
+ * not one. Sequence numbers order events within one server process; a new process sends a
+ * snapshot first, which resets the order.
+ */
+export function eventSeq(id: string): number | undefined {
+  const i = id.lastIndexOf('-');
+  if (i <= 0) return undefined;
+  const tail = id.slice(i + 1);
+  if (!/^[0-9]+$/.test(tail)) return undefined;
+  return Number(tail);
 }
 
 /** Every JSON error body. */

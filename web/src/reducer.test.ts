@@ -95,7 +95,7 @@ describe('layer events', () => {
         state: type === 'layer.completed' ? 'done' : 'downloading',
         downloadedBytes: type === 'layer.started' ? 0 : 800,
       });
-      // The event's pull carries the stale layer list; the event's layer wins.
+      // The event's pull is a summary without layers; the held layers stay, the event's wins.
       const s = run(snap(base), ev(1, type, { ...base, downloadedBytes: 800 }, changed));
       const p = s.pulls.get('a')!;
       expect(p.downloadedBytes).toBe(800);
@@ -106,7 +106,7 @@ describe('layer events', () => {
   );
 
   it('appends a layer the pull did not list yet', () => {
-    const s = run(snap(), ev(1, 'layer.started', pull({ id: 'a', layers: [l1] }), l2));
+    const s = run(snap(pull({ id: 'a', layers: [l1] })), ev(1, 'layer.started', pull({ id: 'a', layers: [l1] }), l2));
     expect(s.pulls.get('a')!.layers.map((l) => l.digest)).toEqual([l1.digest, l2.digest]);
   });
 

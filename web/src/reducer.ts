@@ -76,9 +76,11 @@ export function applyMessages(state: PullsState, msgs: readonly StreamMessage[])
       case 'layer.started':
       case 'layer.progress':
       case 'layer.completed': {
-        // The event's pull is current; its layer is applied on top in case the pull's
-        // layer list lags behind the layer event that reports the change.
-        const np = normalizePull(p);
+        // The event's pull is a summary without layers (PullEvent.Apply in Go): its
+        // figures are current, the layers held are kept and the event's layer replaces
+        // the one with its digest.
+        const held = (pulls ?? state.pulls).get(p.id);
+        const np = normalizePull({ ...p, layers: held?.layers ?? [] });
         mutable().set(p.id, event.layer ? withLayer(np, event.layer) : np);
         break;
       }

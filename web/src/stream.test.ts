@@ -35,9 +35,11 @@ describe('openPullStream', () => {
   it('hands over events in one batch per frame, with their ids', () => {
     const s = open();
     const es = FakeES.last();
-    es.emit('snapshot', { pulls: [pull({ id: 'a' })] });
-    es.emit('pull.progress', event('pull.progress', pull({ id: 'a' })), '7');
-    es.emit('layer.progress', event('layer.progress', pull({ id: 'a' })), '8');
+    es.emit('snapshot', { schemaVersion: 'v1', pulls: [pull({ id: 'a' })] }, 'e1-6');
+    es.emit('message', event('pull.progress', pull({ id: 'a' })), 'e1-7');
+    es.emit('message', event('layer.progress', pull({ id: 'a' })), 'e1-8');
+    // PullEvents are plain messages: a named event of that type is not one.
+    es.emit('pull.progress', event('pull.progress', pull({ id: 'a' })), 'e1-9');
     expect(batches).toHaveLength(0); // nothing until the frame
     vi.advanceTimersByTime(300);
     expect(batches).toHaveLength(1);
@@ -48,7 +50,7 @@ describe('openPullStream', () => {
   it('drops buffered events that a newer snapshot replaces', () => {
     const s = open();
     const es = FakeES.last();
-    es.emit('pull.progress', event('pull.progress', pull({ id: 'a' })), '1');
+    es.emit('message', event('pull.progress', pull({ id: 'a' })), 'e1-1');
     es.emit('snapshot', { pulls: [] });
     vi.advanceTimersByTime(300);
     expect(batches[0]).toEqual([{ kind: 'snapshot', pulls: [] }]);
@@ -59,7 +61,7 @@ describe('openPullStream', () => {
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
     const s = open();
     const es = FakeES.last();
-    for (const fn of es.listeners.get('pull.progress')!) fn({ data: '{nope', lastEventId: '3' } as MessageEvent);
+    for (const fn of es.listeners.get('message')!) fn({ data: '{nope', lastEventId: 'e1-3' } as MessageEvent);
     vi.advanceTimersByTime(300);
     expect(batches).toHaveLength(0);
     expect(warn).toHaveBeenCalled();
@@ -81,9 +83,9 @@ describe('openPullStream', () => {
   it('reopens with ?lastEventId after the browser gives up, backing off', () => {
     const s = open();
     let es = FakeES.last();
-    es.emit('snapshot', { pulls: [] });
-    es.emit('pull.progress', event('pull.progress', pull()), '41');
-    es.emit('pull.progress', event('pull.progress', pull()), '42');
+    es.emit('snapshot', { pulls: [] }, 'e1-40');
+    es.emit('message', event('pull.progress', pull()), 'e1-41');
+    es.emit('message', event('pull.progress', pull()), 'e1-42');
     es.readyState = 2;
     es.emit('error');
     expect(conns.at(-1)).toBe('reconnecting');
@@ -91,7 +93,7 @@ describe('openPullStream', () => {
     expect(FakeES.all).toHaveLength(1);
     vi.advanceTimersByTime(1);
     expect(FakeES.all).toHaveLength(2);
-    expect(FakeES.last().url).toBe('api/v1/events?lastEventId=42');
+    expect(FakeES.last().url).toBe('api/v1/events?lastEventId=e1-42');
 
     // Fails again: the next wait is twice as long.
     es = FakeES.last();
@@ -108,11 +110,23 @@ describe('openPullStream', () => {
     s.close();
   });
 
-  it('reopens without lastEventId when only a snapshot was seen', () => {
+  it("resumes from a snapshot's own id", () => {
     const s = open();
     const es = FakeES.last();
-    es.emit('pull.progress', event('pull.progress', pull()), '9');
-    es.emit('snapshot', { pulls: [] }, '9'); // stale browser id on the snapshot
+    es.emit('message', event('pull.progress', pull()), 'e1-9');
+    es.emit('snapshot', { pulls: [] }, 'e2-3'); // the server restarted: a new epoch
+    es.readyState = 2;
+    es.emit('error');
+    vi.advanceTimersByTime(1000);
+    expect(FakeES.last().url).toBe('api/v1/events?lastEventId=e2-3');
+    s.close();
+  });
+
+  it('reopens without lastEventId after a snapshot without an id', () => {
+    const s = open();
+    const es = FakeES.last();
+    es.emit('message', event('pull.progress', pull()), 'e1-9');
+    es.emit('snapshot', { pulls: [] }, '');
     es.readyState = 2;
     es.emit('error');
     vi.advanceTimersByTime(1000);
@@ -123,7 +137,7 @@ describe('openPullStream', () => {
   it('does nothing after close', () => {
     const s = open();
     const es = FakeES.last();
-    es.emit('pull.progress', event('pull.progress', pull()), '1');
+    es.emit('message', event('pull.progress', pull()), 'e1-1');
     s.close();
     es.readyState = 2;
     es.emit('error');

@@ -3,7 +3,7 @@
 // 1,000 pulls costs one React render, not one per event.
 
 import { useEffect, useReducer, useState } from 'react';
-import { EVENT_TYPES, type PullEvent, type PullList } from './api';
+import { eventSeq, type PullEvent, type PullList } from './api';
 import { applyMessages, initialPullsState, type PullsState, type StreamMessage } from './reducer';
 
 export type ConnState = 'connecting' | 'live' | 'reconnecting';
@@ -39,8 +39,9 @@ export function openPullStream(opts: StreamOptions): PullStream {
   let closed = false;
   let backoff = baseBackoff;
   let reopenTimer: ReturnType<typeof setTimeout> | undefined;
-  // Last event id received since the last snapshot: where a reopened stream resumes.
-  let lastId = 0;
+  // Id of the last event or snapshot received ("epoch-seq"): where a reopened stream
+  // resumes. The server answers an id of another epoch (it restarted) with a snapshot.
+  let lastId = '';
 
   let buffer: StreamMessage[] = [];
   let raf: number | undefined;
@@ -75,9 +76,9 @@ export function openPullStream(opts: StreamOptions): PullStream {
       console.warn('pulltrace: bad snapshot', e.data);
       return;
     }
-    // The browser's lastEventId may still be the id of the previous connection, so a
-    // snapshot's id is never trusted; the next event sets it.
-    lastId = 0;
+    // The server gives every snapshot the id of the last event it covers; one without an
+    // id would leave the browser's lastEventId of an earlier connection, so it resets.
+    lastId = eventSeq(e.lastEventId) === undefined ? '' : e.lastEventId;
     opts.onConn('live');
     enqueue({ kind: 'snapshot', pulls: Array.isArray(list?.pulls) ? list.pulls : [] });
   };
@@ -90,9 +91,9 @@ export function openPullStream(opts: StreamOptions): PullStream {
       console.warn('pulltrace: bad event', e.type, e.data);
       return;
     }
-    const n = e.lastEventId === '' ? NaN : Number(e.lastEventId);
-    const id = Number.isFinite(n) ? n : undefined;
-    if (id !== undefined && id > lastId) lastId = id;
+    if (!event || typeof event.type !== 'string') return; // not a PullEvent
+    const id = eventSeq(e.lastEventId);
+    if (id !== undefined) lastId = e.lastEventId;
     enqueue({ kind: 'event', id, event });
   };
 
@@ -100,7 +101,7 @@ export function openPullStream(opts: StreamOptions): PullStream {
     if (closed) return;
     // After the browser gave up, resume where we were; the server replays what is still
     // in its window or starts over with a snapshot.
-    const u = lastId > 0 ? `${url}${url.includes('?') ? '&' : '?'}lastEventId=${lastId}` : url;
+    const u = lastId !== '' ? `${url}${url.includes('?') ? '&' : '?'}lastEventId=${encodeURIComponent(lastId)}` : url;
     const src = new ES(u);
     es = src;
     src.addEventListener('open', () => {
@@ -119,8 +120,9 @@ export function openPullStream(opts: StreamOptions): PullStream {
         backoff = Math.min(backoff * 2, maxBackoff);
       }
     });
+    // The snapshot is a named event; PullEvents are plain messages, their type inside.
     src.addEventListener('snapshot', onSnapshot as EventListener);
-    for (const t of EVENT_TYPES) src.addEventListener(t, onEvent as EventListener);
+    src.addEventListener('message', onEvent as EventListener);
   };
 
   opts.onConn('connecting');

@@ -33,13 +33,15 @@ export function pull(over: Partial<Pull> = {}): Pull {
   };
 }
 
+/** An event as the server sends it: layer.* events carry the pull without its layers. */
 export function event(type: EventType, p: Pull, l?: Layer): PullEvent {
+  const { layers, ...summary } = p;
   return {
     schemaVersion: 'v1',
     timestamp: '2026-01-01T00:00:01Z',
     type,
     nodeName: p.nodeName,
-    pull: p,
+    pull: type.startsWith('layer.') ? (summary as Pull) : p,
     ...(l ? { layer: l } : {}),
   };
 }
