@@ -15,6 +15,7 @@ import (
 	"github.com/d44b/pulltrace/internal/harness/cluster"
 	"github.com/d44b/pulltrace/internal/report"
 	"github.com/d44b/pulltrace/internal/server"
+	"github.com/d44b/pulltrace/internal/token"
 	"github.com/d44b/pulltrace/pkg/api"
 	"github.com/d44b/pulltrace/pkg/sseclient"
 )
@@ -33,8 +34,8 @@ func TestRealAgentServerSSE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const token = "t0ken"
-	srv, err := server.New(server.Config{Version: "test", Kube: cs, Token: func() (string, error) { return token, nil },
+	const secret = "t0ken"
+	srv, err := server.New(server.Config{Version: "test", Kube: cs, Token: func() (string, error) { return secret, nil },
 		Aggregate: aggregate.Config{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +47,7 @@ func TestRealAgentServerSSE(t *testing.T) {
 		_ = srv.Run(ctx, mustListen(t), mustListen(t))
 	}()
 
-	sender, err := report.New(report.Config{Servers: []string{hs.URL}, Token: report.FileToken("", token)})
+	sender, err := report.New(report.Config{Servers: []string{hs.URL}, Token: token.File("", secret)})
 	if err != nil {
 		t.Fatal(err)
 	}
