@@ -16,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -46,10 +47,17 @@ type fakeAPI struct {
 	unready     bool // the Service exists, its pods are not ready
 	// podSelectors are the label selectors pod lists asked for (every pod is returned).
 	podSelectors []string
+	// Deployments: every deployment/NAME exists with deploy's generation, observed
+	// generation and replicas; replicaSets (name -> revision) are owned by it.
+	deploy      appsv1.DeploymentStatus
+	deployGen   int64
+	deployRepl  int32
+	replicaSets map[string]int
 }
 
 func newFakeAPI(t *testing.T) *fakeAPI {
-	f := &fakeAPI{t: t, pods: map[string]*corev1.Pod{}, nodes: map[string]bool{}, services: map[string]bool{"pulltrace/pulltrace-server": true}}
+	f := &fakeAPI{t: t, pods: map[string]*corev1.Pod{}, nodes: map[string]bool{}, services: map[string]bool{"pulltrace/pulltrace-server": true},
+		deploy: appsv1.DeploymentStatus{ObservedGeneration: 1}, deployGen: 1, deployRepl: 2, replicaSets: map[string]int{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -90,9 +98,19 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, &corev1.Node{TypeMeta: metav1.TypeMeta{Kind: "Node", APIVersion: "v1"}, ObjectMeta: metav1.ObjectMeta{Name: parts[3]}})
 	case len(parts) == 7 && parts[0] == "apis" && parts[5] == "deployments":
-		d := appsv1.Deployment{TypeMeta: metav1.TypeMeta{Kind: "Deployment", APIVersion: "apps/v1"}, ObjectMeta: metav1.ObjectMeta{Name: parts[6], Namespace: parts[4]},
-			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": parts[6]}}}}
+		d := appsv1.Deployment{TypeMeta: metav1.TypeMeta{Kind: "Deployment", APIVersion: "apps/v1"},
+			ObjectMeta: metav1.ObjectMeta{Name: parts[6], Namespace: parts[4], UID: "uid-deploy", Generation: f.deployGen},
+			Spec:       appsv1.DeploymentSpec{Replicas: &f.deployRepl, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": parts[6]}}},
+			Status:     f.deploy}
 		writeJSON(w, &d)
+	case len(parts) == 6 && parts[0] == "apis" && parts[5] == "replicasets":
+		l := appsv1.ReplicaSetList{TypeMeta: metav1.TypeMeta{Kind: "ReplicaSetList", APIVersion: "apps/v1"}}
+		for name, rev := range f.replicaSets {
+			l.Items = append(l.Items, appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: parts[4], UID: types.UID("uid-" + name),
+				Annotations:     map[string]string{"deployment.kubernetes.io/revision": fmt.Sprint(rev)},
+				OwnerReferences: []metav1.OwnerReference{{UID: "uid-deploy", Controller: new(true), Kind: "Deployment", Name: "web"}}}})
+		}
+		writeJSON(w, &l)
 	case len(parts) == 6 && parts[4] == "pods":
 		p := f.pods[parts[3]+"/"+parts[5]]
 		if p == nil {
@@ -173,8 +191,16 @@ func (f *fakeAPI) kubeconfig() string {
 }
 
 func (f *fakeAPI) addPod(ns, name, node string, imageID string, images ...string) {
+	f.addRSPod("", ns, name, node, imageID, images...)
+}
+
+// addRSPod adds a pod controlled by ReplicaSet rs (none when empty).
+func (f *fakeAPI) addRSPod(rs, ns, name, node string, imageID string, images ...string) {
 	p := &corev1.Pod{TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}, ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.PodSpec{NodeName: node}}
+	if rs != "" {
+		p.OwnerReferences = []metav1.OwnerReference{{UID: types.UID("uid-" + rs), Controller: new(true), Kind: "ReplicaSet", Name: rs}}
+	}
 	for i, img := range images {
 		c := fmt.Sprintf("c%d", i)
 		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: c, Image: img})

@@ -29,12 +29,13 @@ type followOptions struct {
 	// Timings; tests shorten them.
 	frame       time.Duration // live redraw interval (~10 fps)
 	recheck     time.Duration // how often a followed pod is read again
+	rolloutPoll time.Duration // how often a followed workload and its pods are read again
 	hintAfter   time.Duration // when to say that no pull has shown up yet
 	giveUpAfter time.Duration // reconnect attempts stop after failing this long (not with --watch)
 }
 
 func newFollowCommand(o *Options) *cobra.Command {
-	f := &followOptions{Options: o, frame: 100 * time.Millisecond, recheck: 5 * time.Second,
+	f := &followOptions{Options: o, frame: 100 * time.Millisecond, recheck: 5 * time.Second, rolloutPoll: time.Second,
 		hintAfter: 20 * time.Second, giveUpAfter: 2 * time.Minute}
 	cmd := &cobra.Command{
 		Use:   "follow (pod/NAME | node/NAME | deploy/NAME | sts/NAME | ds/NAME | rs/NAME | job/NAME | NAME)",
@@ -43,9 +44,13 @@ func newFollowCommand(o *Options) *cobra.Command {
 place (with -v, one line per layer), like docker pull. Otherwise, one line per event; with
 -o json, the v1 PullEvent objects exactly as the server sends them, one per line.
 
-A pod (or the pods a workload's selector matches when the command starts) is followed until
-every container that waits for an image has it: exit 0 when each pull completed or the image
-was already present (cached), exit 1 with the error when a pull failed. A node is followed
+A pod is followed until every container that waits for an image has it: exit 0 when each
+pull completed or the image was already present (cached), exit 1 with the error when a pull
+failed. A workload is followed across its rollout, like kubectl rollout status: the pods of
+its current revision (for a Deployment, the newest ReplicaSet's), including pods created
+after the command started, until the workload has created all of them and each has its
+images; pods of an older revision no longer count. So "kubectl apply -f web.yaml &&
+kubectl pulltrace follow deploy/web" waits for the new pods. A node is followed
 until no pull on it is in progress any more (after at least one was). --watch keeps
 following forever. A dropped stream is resumed (Last-Event-ID) with backoff.
 
@@ -75,6 +80,9 @@ type target struct {
 	kind, name, namespace string
 	node                  string        // node mode
 	pods                  []*corev1.Pod // pod and workload modes
+	// workload is set in workload mode: its pods are read again while following.
+	workload *rollout
+	first    rolloutView
 }
 
 func (t *target) describe() string {
@@ -141,57 +149,13 @@ func (f *followOptions) resolve(ctx context.Context, cs kubernetes.Interface, ki
 		t.pods = []*corev1.Pod{pod}
 		return t, nil
 	}
-	resource := workloadKinds[kind]
-	sel, err := workloadSelector(ctx, cs, resource, ns, name)
-	if err != nil {
-		return nil, explainKubeError(err, "get", resource, ns, name)
-	}
-	s, err := metav1.LabelSelectorAsSelector(sel)
-	if err != nil || s.Empty() {
-		return nil, exitErr(ExitOther, err, "%s/%s has no usable pod selector", kind, name)
-	}
-	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: s.String()})
-	if err != nil {
-		return nil, explainKubeError(err, "list", "pods", ns, "")
-	}
-	for i := range pods.Items {
-		t.pods = append(t.pods, &pods.Items[i])
-	}
-	if len(t.pods) == 0 {
-		return nil, exitErr(ExitNotFound, nil, "no pods match the selector of %s/%s in namespace %s (%s)", kind, name, ns, s.String())
-	}
-	return t, nil
-}
-
-// workloadSelector reads the pod selector of a workload; the caller explains errors.
-func workloadSelector(ctx context.Context, cs kubernetes.Interface, resource, ns, name string) (*metav1.LabelSelector, error) {
-	get := metav1.GetOptions{}
-	switch resource {
-	case "deployments":
-		o, err := cs.AppsV1().Deployments(ns).Get(ctx, name, get)
-		return specSelector(err, func() *metav1.LabelSelector { return o.Spec.Selector })
-	case "replicasets":
-		o, err := cs.AppsV1().ReplicaSets(ns).Get(ctx, name, get)
-		return specSelector(err, func() *metav1.LabelSelector { return o.Spec.Selector })
-	case "statefulsets":
-		o, err := cs.AppsV1().StatefulSets(ns).Get(ctx, name, get)
-		return specSelector(err, func() *metav1.LabelSelector { return o.Spec.Selector })
-	case "daemonsets":
-		o, err := cs.AppsV1().DaemonSets(ns).Get(ctx, name, get)
-		return specSelector(err, func() *metav1.LabelSelector { return o.Spec.Selector })
-	case "jobs":
-		o, err := cs.BatchV1().Jobs(ns).Get(ctx, name, get)
-		return specSelector(err, func() *metav1.LabelSelector { return o.Spec.Selector })
-	}
-	return nil, fmt.Errorf("no pod selector for %s", resource)
-}
-
-// specSelector reads the selector only when the Get succeeded (the object is nil otherwise).
-func specSelector(err error, sel func() *metav1.LabelSelector) (*metav1.LabelSelector, error) {
+	t.workload = &rollout{kind: kind, name: name, namespace: ns}
+	v, err := t.workload.read(ctx, cs)
 	if err != nil {
 		return nil, err
 	}
-	return sel(), nil
+	t.first, t.pods = v, v.pods
+	return t, nil
 }
 
 func (f *followOptions) run(ctx context.Context, arg string) error {
@@ -217,6 +181,9 @@ func (f *followOptions) run(ctx context.Context, arg string) error {
 	pr := f.newPrinter()
 	defer pr.Close()
 	st := newFollowState(t)
+	if t.workload != nil {
+		st.rolloutDone, st.rolloutWait = t.first.complete, t.first.waiting
+	}
 	for _, m := range st.presentAtStart() {
 		pr.Message(m)
 	}
@@ -232,7 +199,7 @@ func (t *target) filter() api.Filter {
 	switch {
 	case t.node != "":
 		return api.Filter{Node: t.node}
-	case len(t.pods) == 1:
+	case len(t.pods) == 1 && t.workload == nil:
 		return api.Filter{Namespace: t.namespace, Pod: t.pods[0].Name}
 	default:
 		// Several pods: the server filters one pod at most, the rest is done here.
@@ -257,8 +224,12 @@ func (f *followOptions) loop(ctx context.Context, cs kubernetes.Interface, srv *
 	frame := time.NewTicker(f.frame)
 	defer frame.Stop()
 	var recheck <-chan time.Time
-	if len(t.pods) > 0 {
-		tk := time.NewTicker(f.recheck)
+	if len(t.pods) > 0 || t.workload != nil {
+		every := f.recheck
+		if t.workload != nil {
+			every = f.rolloutPoll
+		}
+		tk := time.NewTicker(every)
 		defer tk.Stop()
 		recheck = tk.C
 	}
@@ -285,7 +256,7 @@ func (f *followOptions) loop(ctx context.Context, cs kubernetes.Interface, srv *
 				continue
 			}
 			recheckNow := f.handle(it.ev, st, pr)
-			if recheckNow && len(t.pods) > 0 {
+			if recheckNow && (len(t.pods) > 0 || t.workload != nil) {
 				if err := f.recheckPods(ctx, cs, t, st, pr); err != nil {
 					return err
 				}
@@ -324,11 +295,10 @@ func (f *followOptions) handle(ev sseclient.Event, st *followState, pr printer) 
 			pr.Notice(fmt.Sprintf("ignoring a snapshot that is not JSON: %v", err))
 			return false
 		}
-		pulls := st.filter(l.Pulls)
-		for _, m := range st.snapshot(pulls) {
+		for _, m := range st.snapshot(l.Pulls) {
 			pr.Message(m)
 		}
-		pr.Snapshot(pulls)
+		pr.Snapshot(st.filter(l.Pulls))
 		return false
 	}
 	if ev.Type != "" && ev.Type != "message" {
@@ -343,6 +313,7 @@ func (f *followOptions) handle(ev sseclient.Event, st *followState, pr printer) 
 	if !slices.Contains(api.EventTypes, pe.Type) {
 		return false // a type from a newer server
 	}
+	st.rememberEvent(&pe)
 	if !st.matches(&pe.Pull) {
 		return false
 	}
@@ -446,6 +417,23 @@ func lastOr(s, def string) string {
 // recheckPods reads the followed pods again: a container whose image arrived without a
 // pull the server saw (already present, or pulled while the stream was down) is done.
 func (f *followOptions) recheckPods(ctx context.Context, cs kubernetes.Interface, t *target, st *followState, pr printer) error {
+	if t.workload != nil {
+		v, err := t.workload.read(ctx, cs)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if c := ExitCode(err); c == ExitNotFound || c == ExitForbidden {
+				return err
+			}
+			pr.Notice(fmt.Sprintf("cannot read %s again: %v", t.describe(), err))
+			return nil
+		}
+		for _, m := range st.setRollout(v) {
+			pr.Message(m)
+		}
+		return nil
+	}
 	for i, p := range t.pods {
 		cur, err := cs.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {

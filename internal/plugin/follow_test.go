@@ -230,8 +230,9 @@ func TestFollowErrors(t *testing.T) {
 
 func TestFollowDeployment(t *testing.T) {
 	f := newFakeAPI(t)
-	f.addPod("default", "web-a", "node-1", "", "registry.local/shop/web:v1")
-	f.addPod("default", "web-b", "node-2", "", "registry.local/shop/web:v1")
+	f.replicaSets["web-1"] = 1
+	f.addRSPod("web-1", "default", "web-a", "node-1", "", "registry.local/shop/web:v1")
+	f.addRSPod("web-1", "default", "web-b", "node-2", "", "registry.local/shop/web:v1")
 	a := api.PodRef{Namespace: "default", PodName: "web-a", Container: "c0"}
 	b := api.PodRef{Namespace: "default", PodName: "web-b", Container: "c0"}
 	onB := pull("p2", api.PullActive, 0, 12<<20, b)
@@ -253,8 +254,50 @@ func TestFollowDeployment(t *testing.T) {
 	if q, _ := url.ParseQuery(f.queries[0]); q.Get("namespace") != "default" || q.Has("pod") {
 		t.Fatalf("stream query %v", q)
 	}
-	if len(f.podSelectors) != 1 || f.podSelectors[0] != "app=web" {
+	if len(f.podSelectors) == 0 || f.podSelectors[0] != "app=web" {
 		t.Fatalf("pod selectors %q", f.podSelectors)
+	}
+}
+
+// Right after `kubectl apply` the deployment controller has not seen the new spec and the
+// new ReplicaSet has no pods: follow waits for them, ignores the old ReplicaSet's pods (their
+// images are present), takes a pull that was reported before its pod was known, and exits 0
+// only when the new ReplicaSet's pod has its image.
+func TestFollowDeploymentRollout(t *testing.T) {
+	f := newFakeAPI(t)
+	f.deployGen, f.deployRepl = 2, 1
+	f.replicaSets["web-1"] = 1
+	f.addRSPod("web-1", "default", "web-old", "node-1", "sha256:old", "registry.local/shop/web:v1")
+	newPod := api.PodRef{Namespace: "default", PodName: "web-new", Container: "c0"}
+	p := pull("p-new", api.PullActive, 1<<20, 12<<20, newPod)
+	p.ImageRef = "registry.local/shop/web:v2"
+	f.streams = []func(io.Writer, func()) bool{func(w io.Writer, flush func()) bool {
+		sse(w, "1", "snapshot", api.PullList{Pulls: []api.Pull{}})
+		flush()
+		time.Sleep(300 * time.Millisecond)
+		// The pull starts before the follow can know its pod.
+		sse(w, "2", "pull.started", event(api.EventPullStarted, p))
+		flush()
+		f.mu.Lock()
+		f.deploy.ObservedGeneration = 2
+		f.replicaSets["web-2"] = 2
+		f.mu.Unlock()
+		f.addRSPod("web-2", "default", "web-new", "node-2", "", "registry.local/shop/web:v2")
+		time.Sleep(2500 * time.Millisecond)
+		p.State, p.DownloadedBytes = api.PullCompleted, 12<<20
+		sse(w, "3", "pull.completed", event(api.EventPullCompleted, p))
+		flush()
+		return false
+	}}
+	code, stdout, stderr := f.exec(t, false, "follow", "deploy/web")
+	if code != 0 || !strings.Contains(stdout, "done: every image of the 1 pods of deployment/web is present") {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "pull.completed  registry.local/shop/web:v2") {
+		t.Fatalf("follow ended before the new pod's pull completed:\n%s", stdout)
+	}
+	if strings.Contains(stdout, "web-old") || strings.Contains(stdout, "web:v1") {
+		t.Fatalf("follow reported the old ReplicaSet's pod:\n%s", stdout)
 	}
 }
 

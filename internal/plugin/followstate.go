@@ -44,24 +44,110 @@ type followState struct {
 	sawUnfinished bool
 	failures      map[string]string // pull id -> error, node mode
 	announced     map[string]bool
+
+	// Workload mode: the rollout's pods change while the follow runs. seen keeps every pull
+	// of the namespace, so that a pod that joins later gets the pulls that already served it;
+	// rolloutDone says the workload has created all the pods of its current revision.
+	seen        map[string]api.Pull
+	rolloutDone bool
+	rolloutWait string
 }
 
 func newFollowState(t *target) *followState {
-	st := &followState{t: t, pulls: map[string]api.Pull{}, podSet: map[string]bool{}, failures: map[string]string{}, announced: map[string]bool{}}
+	st := &followState{t: t, pulls: map[string]api.Pull{}, podSet: map[string]bool{}, failures: map[string]string{},
+		announced: map[string]bool{}, seen: map[string]api.Pull{}}
 	for _, pod := range t.pods {
-		st.podSet[pod.Namespace+"/"+pod.Name] = true
-		for _, c := range podContainers(pod) {
-			if c.imageID != "" {
-				msg := fmt.Sprintf("cached: %s already present on %s", c.image, nodeName(pod.Spec.NodeName))
-				if !slices.Contains(st.present, msg) {
-					st.present = append(st.present, msg)
-				}
-				continue
-			}
-			st.needs = append(st.needs, &need{namespace: pod.Namespace, pod: pod.Name, container: c.name, image: c.image, node: pod.Spec.NodeName})
-		}
+		st.addPod(pod, true)
 	}
 	return st
+}
+
+// addPod starts following a pod's containers; those that have their image already are
+// reported as present (at the start) or done (a pod that joined later).
+func (st *followState) addPod(pod *corev1.Pod, atStart bool) {
+	st.podSet[pod.Namespace+"/"+pod.Name] = true
+	for _, c := range podContainers(pod) {
+		if c.imageID != "" && atStart {
+			msg := fmt.Sprintf("cached: %s already present on %s", c.image, nodeName(pod.Spec.NodeName))
+			if !slices.Contains(st.present, msg) {
+				st.present = append(st.present, msg)
+			}
+			continue
+		}
+		st.needs = append(st.needs, &need{namespace: pod.Namespace, pod: pod.Name, container: c.name, image: c.image, node: pod.Spec.NodeName})
+	}
+}
+
+// setRollout makes the workload's current pods the followed set: new pods join (with the
+// pulls already seen for them), pods of an older revision or deleted ones leave, and every
+// pod's status is taken as in podUpdated.
+func (st *followState) setRollout(v rolloutView) []string {
+	var msgs []string
+	cur := map[string]bool{}
+	var joined []*corev1.Pod
+	for _, p := range v.pods {
+		k := p.Namespace + "/" + p.Name
+		cur[k] = true
+		if !st.podSet[k] {
+			st.addPod(p, false)
+			joined = append(joined, p)
+		}
+	}
+	for k := range st.podSet {
+		if !cur[k] {
+			delete(st.podSet, k)
+		}
+	}
+	st.needs = slices.DeleteFunc(st.needs, func(n *need) bool { return !cur[n.namespace+"/"+n.pod] })
+	for id, p := range st.pulls {
+		if !st.matches(&p) {
+			delete(st.pulls, id)
+		}
+	}
+	if len(joined) > 0 {
+		replay := make([]api.Pull, 0, len(st.seen))
+		for _, p := range st.seen {
+			if st.matches(&p) {
+				replay = append(replay, p)
+			}
+		}
+		slices.SortStableFunc(replay, func(a, b api.Pull) int { return a.StartedAt.Compare(b.StartedAt) })
+		for i := range replay {
+			st.pulls[replay[i].ID] = replay[i]
+			msgs = append(msgs, st.observe(&replay[i], false)...)
+		}
+	}
+	t := st.t
+	t.pods = v.pods
+	for _, p := range v.pods {
+		msgs = append(msgs, st.podUpdated(p)...)
+	}
+	st.rolloutDone, st.rolloutWait = v.complete, v.waiting
+	return msgs
+}
+
+// remember keeps a pull for pods that may join the follow later.
+func (st *followState) remember(p *api.Pull) {
+	if st.t.workload != nil {
+		st.seen[p.ID] = *p
+	}
+}
+
+// rememberEvent is remember for a stream event, with apply's rule that only the pull's own
+// completed or failed event finishes it.
+func (st *followState) rememberEvent(ev *api.PullEvent) {
+	if st.t.workload == nil || ev.Type == api.EventPullRemoved {
+		return
+	}
+	p := ev.Pull
+	if p.State.Finished() && ev.Type != api.EventPullCompleted && ev.Type != api.EventPullFailed {
+		p = p.Clone()
+		p.State, p.CompletedAt = api.PullActive, nil
+		if prev, ok := st.seen[p.ID]; ok && !prev.State.Finished() {
+			p.State = prev.State
+		}
+	}
+	st.seen[p.ID] = p
 }
 
 func nodeName(n string) string {
@@ -122,7 +208,12 @@ func (st *followState) filter(pulls []api.Pull) []api.Pull {
 
 // snapshot replaces what is known (a first connection, or a resync after the server lost
 // our place in its replay window).
-func (st *followState) snapshot(pulls []api.Pull) []string {
+func (st *followState) snapshot(all []api.Pull) []string {
+	st.seen = map[string]api.Pull{}
+	for i := range all {
+		st.remember(&all[i])
+	}
+	pulls := st.filter(all)
 	st.pulls = map[string]api.Pull{}
 	var msgs []string
 	// Oldest first, so a retry's state wins over the attempt before it.
@@ -147,6 +238,7 @@ func (st *followState) apply(ev *api.PullEvent) (msgs []string, recheck bool) {
 	p := &cur
 	if ev.Type == api.EventPullRemoved {
 		delete(st.pulls, p.ID)
+		delete(st.seen, p.ID)
 		for _, n := range st.needs {
 			if n.pullID == p.ID && n.state == needQueued {
 				n.state = needWaiting
@@ -290,6 +382,9 @@ func (st *followState) outcome() (bool, error) {
 			return false, nil
 		}
 	}
+	if st.t.workload != nil && !st.rolloutDone {
+		return false, nil
+	}
 	return true, nil
 }
 
@@ -318,6 +413,9 @@ func (st *followState) stillWaiting() string {
 		}
 	}
 	if len(images) == 0 {
+		if st.t.workload != nil && !st.rolloutDone {
+			return fmt.Sprintf("%s: %s; still following", st.t.describe(), st.rolloutWait)
+		}
 		return ""
 	}
 	return fmt.Sprintf("no pull reported yet for %s (%s): the kubelet has not started it, or the Pulltrace server does not watch namespace %s; still following",
