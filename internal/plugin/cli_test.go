@@ -36,11 +36,23 @@ func TestGetFiltersBecomeQueryParameters(t *testing.T) {
 			t.Errorf("%v: query %q, want %q", c.args, got.Encode(), c.want.Encode())
 		}
 	}
-	for _, bad := range [][]string{{"get", "-A", "web"}, {"get", "a", "b"}, {"get", "--state", "bogus"}, {"get", "-o", "xml"}, {"get", "svc/x"}, {"get", "--bogus"}} {
+	for _, bad := range [][]string{{"get", "-A", "web"}, {"get", "a", "b"}, {"get", "--state", "bogus"}, {"get", "-o", "xml"}, {"get", "svc/x"}, {"get", "--bogus"}, {"bogus"}, {"--bogus"}, {"gett"}, {"get", "--node"}} {
 		code, _, stderr := f.exec(t, false, bad...)
 		if code != plugin.ExitUsage || !strings.Contains(stderr, "error: ") {
 			t.Errorf("%v: exit %d, want %d\n%s", bad, code, plugin.ExitUsage, stderr)
 		}
+	}
+}
+
+func TestUnknownCommandIsAUsageError(t *testing.T) {
+	f := newFakeAPI(t)
+	code, _, stderr := f.exec(t, false, "gett")
+	if code != plugin.ExitUsage || !strings.Contains(stderr, `error: unknown command "gett" for "kubectl pulltrace"; did you mean get?`) {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	code, stdout, _ := f.exec(t, false)
+	if code != 0 || !strings.Contains(stdout, "Usage:") {
+		t.Fatalf("bare command: exit %d, want help\n%s", code, stdout)
 	}
 }
 

@@ -116,9 +116,11 @@ func (s *Server) explainProxyError(ctx context.Context, err error, path string, 
 			s.Namespace, s.Service, s.Namespace, msg)
 	case apierrors.IsUnauthorized(err):
 		return exitErr(ExitForbidden, err, "the API server did not accept your credentials (%s); check the user of your kubeconfig context", msg)
-	case isServiceMissing(status.Details != nil && status.Details.Kind == "services", msg, s.Service) && apierrors.IsNotFound(err):
+	case apierrors.IsNotFound(err) && status.Details != nil && status.Details.Kind == "services":
+		// The API server's own "services NAME not found"; a 404 of the Pulltrace server
+		// itself carries no such details.
 		return notInstalled(err, svc)
-	case unreachableStatus(int(status.Code), msg):
+	case proxyUnreachable(err, int(status.Code)):
 		// The API server says "no endpoints available" for a Service that does not exist
 		// as much as for one whose pods are not ready; the Service itself tells them apart.
 		if s.core != nil {
@@ -126,7 +128,7 @@ func (s *Server) explainProxyError(ctx context.Context, err error, path string, 
 			switch {
 			case apierrors.IsNotFound(gerr):
 				return notInstalled(err, svc)
-			case gerr != nil && !strings.Contains(strings.ToLower(msg), "dial"):
+			case gerr != nil:
 				return exitErr(ExitUnreachable, err,
 					"the Pulltrace server behind service %s is not reachable (%s): either Pulltrace is not installed there (`kubectl pulltrace install`) or its server pods are not ready (`kubectl -n %s get pods`)",
 					svc, firstLine(msg), s.Namespace)
@@ -176,22 +178,16 @@ func serverText(body string) string {
 	return strings.TrimSpace(body)
 }
 
-// isServiceMissing recognises the API server's "services NAME not found": the proxy
-// answers 404 both for a missing Service and for a path the server itself lacks.
-func isServiceMissing(kindIsService bool, msg, name string) bool {
-	return kindIsService || strings.Contains(msg, fmt.Sprintf("services %q not found", name))
-}
-
-// unreachableStatus recognises the proxy's answers for a Service with no ready
-// endpoint, or an endpoint that does not accept connections.
-func unreachableStatus(code int, msg string) bool {
+// proxyUnreachable recognises the proxy's answers for a Service with no ready endpoint,
+// or an endpoint that does not accept connections: a gateway status, or a server error
+// that the API server wrote itself (a Status object) rather than passed on from the
+// Pulltrace server (whose bodies client-go reports as an unexpected server response).
+func proxyUnreachable(err error, code int) bool {
 	switch code {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return true
 	}
-	m := strings.ToLower(msg)
-	return strings.Contains(m, "no endpoints available") || strings.Contains(m, "error trying to reach service") ||
-		strings.Contains(m, "dial tcp")
+	return code >= 500 && !apierrors.IsUnexpectedServerError(err)
 }
 
 func isNetworkError(err error) bool {

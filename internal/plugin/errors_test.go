@@ -46,6 +46,10 @@ func TestExplainProxyError(t *testing.T) {
 			ExitNotFound, "the Pulltrace server has no endpoint /api/v1/x (is it older than this plugin? compare `kubectl pulltrace version`): no API endpoint GET /api/v1/x"},
 		{"api server down", withService, &url.Error{Op: "Get", URL: "https://k8s:6443", Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, "",
 			ExitUnreachable, "cannot reach the Kubernetes API server"},
+		{"proxy cannot dial (500 from the API server)", withService, apierrors.NewInternalError(errors.New("error trying to reach service: dial tcp 10.0.0.7:8080: i/o timeout")), "",
+			ExitUnreachable, "its pods are not ready or not running"},
+		{"the Pulltrace server's own 500", withService, apierrors.NewGenericServerResponse(500, "GET", schema.GroupResource{}, "", "unknown", 0, true), `{"error":"boom"}`,
+			ExitOther, "boom"},
 		{"other status", withService, apierrors.NewBadRequest("bad filter"), "", ExitOther, "bad filter"},
 	}
 	for _, c := range cases {

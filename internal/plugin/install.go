@@ -347,22 +347,9 @@ func installOrUpgrade(ctx context.Context, cfg *action.Configuration, ch *chart.
 	up.Namespace, up.Timeout, up.ResetValues = ns, timeout, true
 	rel, err := up.RunWithContext(ctx, ReleaseName, ch, vals)
 	if err != nil {
-		return nil, true, explainHelmError(err, "upgrade", ns)
+		return nil, true, explainUpgradeError(ctx, cfg, rel, err, ns)
 	}
 	return rel, true, nil
-}
-
-func explainHelmError(err error, what, ns string) error {
-	code := ExitOther
-	msg := err.Error()
-	switch {
-	case apierrors.IsForbidden(err) || strings.Contains(msg, "forbidden"):
-		code = ExitForbidden
-		msg += " (installing needs rights to create the chart's objects in namespace " + ns + ", its ClusterRole and ClusterRoleBinding, and Secrets for Helm's release record)"
-	case isNetworkError(err):
-		code = ExitUnreachable
-	}
-	return exitErr(code, err, "%s release %s in namespace %s: %s", what, ReleaseName, ns, msg)
 }
 
 // manifestObjects lists "Kind/name" of each object in a rendered manifest, in order.
@@ -519,7 +506,7 @@ func uninstall(ctx context.Context, o *Options, ns string, timeout time.Duration
 	un.Timeout = timeout
 	res, err := un.Run(ReleaseName)
 	if err != nil {
-		if errors.Is(err, driver.ErrReleaseNotFound) || strings.Contains(err.Error(), "not found") {
+		if errors.Is(err, driver.ErrReleaseNotFound) {
 			return exitErr(ExitNotFound, err, "no Pulltrace release %q in namespace %s: nothing to remove", ReleaseName, ns)
 		}
 		return explainHelmError(err, "uninstall", ns)

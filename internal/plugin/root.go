@@ -6,7 +6,6 @@ package plugin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -156,13 +155,12 @@ you need ` + "`get`" + ` on ` + "`services/proxy`" + ` in the server's namespace
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl pulltrace"},
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Set, so cobra hands an unknown command to unknownCommand instead of failing with
+		// an untyped error of its own.
+		Args:                       unknownCommand,
+		SuggestionsMinimumDistance: 2,
 		// Bare `kubectl pulltrace` prints help rather than failing.
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usageErr("unknown command %q for \"kubectl pulltrace\"", args[0])
-			}
-			return cmd.Help()
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetIn(o.Streams.In)
 	root.SetOut(o.Streams.Out)
@@ -199,14 +197,6 @@ func Execute(ctx context.Context, o *Options, args []string) int {
 		return ExitOK
 	}
 	code := ExitCode(err)
-	var ee *ExitError
-	switch {
-	case errors.As(err, &ee):
-	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"),
-		strings.Contains(err.Error(), "accepts "), strings.Contains(err.Error(), "requires "):
-		// cobra's own argument and command errors.
-		code = ExitUsage
-	}
 	if code == ExitInterrupted {
 		fmt.Fprintln(o.Streams.ErrOut, "interrupted")
 		return code
@@ -223,6 +213,18 @@ func Execute(ctx context.Context, o *Options, args []string) int {
 func Main(ctx context.Context, version string, args []string) int {
 	o := NewOptions(genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}, version)
 	return Execute(ctx, o, args)
+}
+
+// unknownCommand is the root's argument check: any argument there names no subcommand.
+func unknownCommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return usageErr("%s", msg)
 }
 
 // noArgs rejects positional arguments with a usage error.

@@ -216,7 +216,7 @@ func waitProxyEndpoints(ctx context.Context, cl kubernetes.Interface, e *Exposed
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		_, err := cl.CoreV1().Services(e.Namespace).ProxyGet("http", e.Name, "http", "healthz", nil).DoRaw(pctx)
 		cancel()
-		if err == nil || !apierrors.IsServiceUnavailable(err) || !strings.Contains(err.Error(), "no endpoints") {
+		if err == nil || !apierrors.IsServiceUnavailable(err) || apierrors.IsUnexpectedServerError(err) {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
