@@ -282,3 +282,12 @@ func readJSON[T any](ctx context.Context, store Store, info content.Info) (*T, e
 	}
 	return &v, nil
 }
+
+// Forget drops a cached manifest that is no longer in the content store.
+func (r *Resolver) Forget(dgst digest.Digest) {
+	if r.manifests[dgst] == nil {
+		return
+	}
+	delete(r.manifests, dgst)
+	r.rebuildOwners()
+}

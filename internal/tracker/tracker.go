@@ -8,15 +8,19 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/d44b/pulltrace/internal/ingest"
@@ -50,7 +54,10 @@ type Config struct {
 	// window are more names for that pull (the CRI writes tag, repo@digest and image id
 	// records in one go); later ones are a new pull that needed no download.
 	AliasWindow time.Duration
-	Now         func() time.Time
+	// Logger receives the tracker's warnings (containerd errors other than "not found"),
+	// each kind at most once a minute; nil discards them.
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 func (c *Config) defaults() {
@@ -75,6 +82,9 @@ func (c *Config) defaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
 }
 
 // A layer's ingest may start this long before its manifest was committed (clock skew
@@ -85,7 +95,15 @@ const (
 	ownerMaxAge = 30 * time.Minute
 	// refreshEvery bounds content-store walks while an ingest nobody claims stays open.
 	refreshEvery = 10 * time.Second
+	// warnEvery spaces repeated warnings of one kind.
+	warnEvery = time.Minute
+	// nameRetries bounds how often an image name is looked up again after a transient error.
+	nameRetries = 5
 )
+
+// ErrConcurrentPoll is returned by a Poll that overlaps another: the poll state belongs to
+// one caller at a time, which is what lets Poll talk to containerd without holding a lock.
+var ErrConcurrentPoll = errors.New("tracker: Poll called while another Poll runs")
 
 type layerTrack struct {
 	digest     digest.Digest
@@ -94,6 +112,9 @@ type layerTrack struct {
 	state      api.LayerState
 	offset     int64
 	seenIngest bool
+	// ingestStarted is the StartedAt of the ingest this pull followed. containerd resumes an
+	// ingest under its old StartedAt; another StartedAt is a new download of the layer.
+	ingestStarted time.Time
 	// settled layers are done or exists and never change again.
 	settled bool
 }
@@ -112,35 +133,56 @@ type pullTrack struct {
 	finishedAt    time.Time
 }
 
-// Tracker holds the pulls of one node. Poll and Notify may be called from different
-// goroutines.
+// Tracker holds the pulls of one node. Notify, Version, Len and Snapshot may be called from
+// any goroutine and never wait for containerd: Poll does its reads with no lock held and
+// publishes the result under mu. Poll itself has one caller at a time.
 type Tracker struct {
 	cfg    Config
 	store  ingest.Store
 	images Images
-	res    *ingest.Resolver
 
-	mu       sync.Mutex
-	active   map[digest.Digest]*pullTrack // by manifest digest
-	finished []*pullTrack
-	// commits and names arrive from the event stream between polls.
-	commits     map[digest.Digest]bool
-	names       []string
+	// Owned by the running Poll (polling guards against a second one).
+	polling     atomic.Bool
+	res         *ingest.Resolver
+	active      map[digest.Digest]*pullTrack // by manifest digest
+	finished    []*pullTrack
+	commits     map[digest.Digest]bool // commits of this poll
+	names       []pendingName          // image names to resolve in this poll
 	lastRefresh time.Time
 	orphans     string
-	version     uint64
+	warned      map[string]warnState
+
+	mu sync.Mutex
+	// inCommits and inNames arrive from the event stream between polls.
+	inCommits map[digest.Digest]bool
+	inNames   []pendingName
+	// published is the last poll's result, newest first; its pulls are never modified.
+	published []api.Pull
+	version   uint64
+}
+
+type pendingName struct {
+	name  string
+	tries int
+}
+
+type warnState struct {
+	last       time.Time
+	suppressed int
 }
 
 // New returns a tracker reading store and images.
 func New(cfg Config, store ingest.Store, imgs Images) *Tracker {
 	cfg.defaults()
 	return &Tracker{
-		cfg:     cfg,
-		store:   store,
-		images:  imgs,
-		res:     ingest.NewResolver(store),
-		active:  map[digest.Digest]*pullTrack{},
-		commits: map[digest.Digest]bool{},
+		cfg:       cfg,
+		store:     store,
+		images:    imgs,
+		res:       ingest.NewResolver(store),
+		active:    map[digest.Digest]*pullTrack{},
+		commits:   map[digest.Digest]bool{},
+		warned:    map[string]warnState{},
+		inCommits: map[digest.Digest]bool{},
 	}
 }
 
@@ -149,10 +191,10 @@ func (t *Tracker) Notify(ev ingest.Event) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if ev.Commit != "" {
-		t.commits[ev.Commit] = true
+		t.inCommits[ev.Commit] = true
 	}
-	if ev.Image != "" && len(t.names) < 1000 {
-		t.names = append(t.names, ev.Image)
+	if ev.Image != "" && len(t.inNames) < 1000 {
+		t.inNames = append(t.inNames, pendingName{name: ev.Image})
 	}
 }
 
@@ -168,13 +210,25 @@ func (t *Tracker) Version() uint64 {
 func (t *Tracker) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.active) + len(t.finished)
+	return len(t.published)
 }
 
-// Snapshot returns copies of all active and recently finished pulls, newest first.
+// Snapshot returns all active and recently finished pulls, newest first. The pulls are
+// shared with other callers and must not be modified.
 func (t *Tracker) Snapshot() []api.Pull {
+	ps, _ := t.SnapshotVersion()
+	return ps
+}
+
+// SnapshotVersion returns Snapshot and the Version it belongs to, read together.
+func (t *Tracker) SnapshotVersion() ([]api.Pull, uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return slices.Clone(t.published), t.version
+}
+
+// publish copies the poll's pulls for readers; it runs only after a poll changed something.
+func (t *Tracker) publish() {
 	out := make([]api.Pull, 0, len(t.active)+len(t.finished))
 	for _, p := range t.active {
 		out = append(out, p.pull.Clone())
@@ -183,17 +237,48 @@ func (t *Tracker) Snapshot() []api.Pull {
 		out = append(out, p.pull.Clone())
 	}
 	api.SortNewestFirst(out)
-	return out
+	t.mu.Lock()
+	t.published = out
+	t.version++
+	t.mu.Unlock()
 }
 
-// Poll reads containerd once and updates every pull.
+// warn logs a containerd error of one kind at most once per warnEvery, saying how many
+// were left out in between.
+func (t *Tracker) warn(now time.Time, kind, msg string, err error, args ...any) {
+	w := t.warned[kind]
+	if !w.last.IsZero() && now.Sub(w.last) < warnEvery {
+		w.suppressed++
+		t.warned[kind] = w
+		return
+	}
+	args = append(args, "error", err)
+	if w.suppressed > 0 {
+		args = append(args, "suppressed", w.suppressed)
+	}
+	t.cfg.Logger.Warn(msg, args...)
+	t.warned[kind] = warnState{last: now}
+}
+
+// Poll reads containerd once and updates every pull. It holds no lock while it talks to
+// containerd, so Notify and Snapshot never wait behind a slow daemon.
 func (t *Tracker) Poll(ctx context.Context) error {
+	if !t.polling.CompareAndSwap(false, true) {
+		return ErrConcurrentPoll
+	}
+	defer t.polling.Store(false)
 	statuses, err := t.store.ListStatuses(ctx)
 	if err != nil {
 		return fmt.Errorf("list ingests: %w", err)
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	for d := range t.inCommits {
+		t.commits[d] = true
+	}
+	clear(t.inCommits)
+	t.names = append(t.names, t.inNames...)
+	t.inNames = nil
+	t.mu.Unlock()
 	now := t.cfg.Now()
 
 	ingests := make(map[digest.Digest]content.Status, len(statuses))
@@ -204,6 +289,7 @@ func (t *Tracker) Poll(ctx context.Context) error {
 	}
 	changed := false
 	if err := t.discover(ctx, ingests, now); err != nil {
+		// Commits and names stay for the next poll.
 		return err
 	}
 	for _, p := range t.active {
@@ -226,7 +312,7 @@ func (t *Tracker) Poll(ctx context.Context) error {
 	}
 	clear(t.commits)
 	if changed {
-		t.version++
+		t.publish()
 	}
 	return nil
 }
@@ -263,13 +349,38 @@ func (t *Tracker) discover(ctx context.Context, ingests map[digest.Digest]conten
 			if t.active[m.Digest] != nil {
 				continue
 			}
-			if m.CreatedAt.After(st.StartedAt.Add(ownerSlack)) || m.CreatedAt.Before(st.StartedAt.Add(-ownerMaxAge)) {
+			created, ok := t.manifestCreated(ctx, m, now)
+			if !ok {
 				continue
 			}
-			t.start(m, ingests, now)
+			if created.After(st.StartedAt.Add(ownerSlack)) || created.Before(st.StartedAt.Add(-ownerMaxAge)) {
+				continue
+			}
+			t.start(m, created, ingests, now)
 		}
 	}
 	return nil
+}
+
+// manifestCreated reads when the manifest blob was committed, fresh from containerd: the
+// resolver's copy is from its first sighting, and a manifest garbage collected and fetched
+// again (rmi, image GC, a failed pull cleaned up) has a new commit time.
+func (t *Tracker) manifestCreated(ctx context.Context, m *ingest.Manifest, now time.Time) (time.Time, bool) {
+	info, err := t.store.Info(ctx, m.Digest)
+	switch {
+	case err == nil:
+		m.CreatedAt = info.CreatedAt
+		return info.CreatedAt, true
+	case errdefs.IsNotFound(err):
+		// Gone since the resolver cached it: this layer's ingest belongs to another
+		// manifest, which the next walk finds.
+		t.res.Forget(m.Digest)
+		t.lastRefresh = time.Time{}
+		return time.Time{}, false
+	default:
+		t.warn(now, "manifest-info", "reading a manifest from containerd failed; retrying next poll", err, "manifest", m.Digest.String())
+		return time.Time{}, false
+	}
 }
 
 func (t *Tracker) claimed(layer digest.Digest) bool {
@@ -283,23 +394,34 @@ func (t *Tracker) claimed(layer digest.Digest) bool {
 	return false
 }
 
-func (t *Tracker) start(m *ingest.Manifest, ingests map[digest.Digest]content.Status, now time.Time) *pullTrack {
+// start begins the pull of one download of m. Its id is unique among the pulls held:
+// the same manifest downloaded again on this node (a kubelet retry, a re-pull after image
+// GC or rmi) is a new pull, and the finished one keeps its id and figures.
+func (t *Tracker) start(m *ingest.Manifest, created time.Time, ingests map[digest.Digest]content.Status, now time.Time) *pullTrack {
 	started := now
 	for _, l := range m.Layers {
 		if st, ok := ingests[l.Digest]; ok && st.StartedAt.Before(started) {
 			started = st.StartedAt
 		}
 	}
-	// The manifest is committed an instant before the layers open: that is when the pull began.
-	if !m.CreatedAt.IsZero() && m.CreatedAt.Before(started) && started.Sub(m.CreatedAt) < ownerSlack {
-		started = m.CreatedAt
+	prev := t.recent(m.Digest)
+	// The manifest is committed an instant before the layers open: that is when the pull
+	// began, unless the manifest is left from an earlier download of the same image.
+	if !created.IsZero() && created.Before(started) && started.Sub(created) < ownerSlack &&
+		(prev == nil || created.After(prev.finishedAt)) {
+		started = created
+	}
+	// A download of the same image that began before the previous one ended is that
+	// download resumed (containerd keeps a resumed ingest's StartedAt): this pull starts now.
+	if prev != nil && !started.After(prev.finishedAt) {
+		started = now
 	}
 	p := &pullTrack{manifest: m, lastProgress: now}
 	for _, l := range m.Layers {
 		p.layers = append(p.layers, &layerTrack{digest: l.Digest, mediaType: l.MediaType, size: l.Size, state: api.LayerWaiting})
 	}
 	p.pull = api.Pull{
-		ID:             pullID(t.cfg.NodeName, m.Digest, started),
+		ID:             t.uniqueID(pullID(t.cfg.NodeName, m.Digest, started)),
 		NodeName:       t.cfg.NodeName,
 		ImageRef:       m.Ref(),
 		Repository:     m.Ref(),
@@ -315,23 +437,59 @@ func (t *Tracker) start(m *ingest.Manifest, ingests map[digest.Digest]content.St
 	return p
 }
 
+// pullID is derived from what containerd shows (node, manifest, start), so an agent that
+// restarts mid-pull reports the same download under the same id.
 func pullID(node string, m digest.Digest, started time.Time) string {
 	h := sha256.Sum256([]byte(node + "\x00" + m.String() + "\x00" + strconv.FormatInt(started.UnixNano(), 10)))
 	return hex.EncodeToString(h[:8])
+}
+
+// uniqueID returns id, or a derivation of it that no held pull has: two downloads must
+// never share an id, whatever their timestamps say.
+func (t *Tracker) uniqueID(id string) string {
+	taken := func(c string) bool {
+		for _, p := range t.active {
+			if p.pull.ID == c {
+				return true
+			}
+		}
+		for _, p := range t.finished {
+			if p.pull.ID == c {
+				return true
+			}
+		}
+		return false
+	}
+	for n, c := 1, id; ; n++ {
+		if !taken(c) {
+			return c
+		}
+		h := sha256.Sum256([]byte(id + "\x00" + strconv.Itoa(n)))
+		c = hex.EncodeToString(h[:8])
+	}
 }
 
 // update refreshes one active pull's layers and state; it reports whether anything a
 // client would see changed.
 func (t *Tracker) update(ctx context.Context, p *pullTrack, ingests map[digest.Digest]content.Status, now time.Time) bool {
 	before := p.pull.Clone()
-	live, missing, unsettled := 0, 0, 0
+	live, missing, unsettled, unknown := 0, 0, 0, 0
+	restarted := false
 	for _, l := range p.layers {
 		if l.settled {
 			continue
 		}
 		if st, ok := ingests[l.digest]; ok {
+			if l.seenIngest && !st.StartedAt.Equal(l.ingestStarted) {
+				// The ingest this pull followed was dropped and a new one opened between two
+				// polls: a new download, which discover turns into its own pull.
+				restarted = true
+				live++
+				continue
+			}
 			live++
 			l.seenIngest = true
+			l.ingestStarted = st.StartedAt
 			if l.size == 0 && st.Total > 0 {
 				l.size = st.Total
 			}
@@ -347,20 +505,30 @@ func (t *Tracker) update(ctx context.Context, p *pullTrack, ingests map[digest.D
 			unsettled++
 			continue
 		}
-		if t.settle(ctx, p, l) {
+		settled, err := t.settle(ctx, p, l)
+		if settled {
 			continue
 		}
 		unsettled++
+		if err != nil {
+			unknown++
+			t.warn(now, "layer-info", "reading a layer's status from containerd failed; retrying next poll", err, "layer", l.digest.String())
+			continue
+		}
 		if l.seenIngest {
 			missing++
 		}
 	}
 
 	switch {
+	case restarted:
+		t.abandon(p, now)
 	case unsettled == 0:
 		if p.allInSince.IsZero() {
 			p.allInSince = now
 		}
+	case unknown > 0:
+		// A layer containerd could not tell us about is not evidence of a failure.
 	case live == 0 && missing > 0:
 		if p.noIngestSince.IsZero() {
 			p.noIngestSince = now
@@ -388,11 +556,15 @@ func (t *Tracker) update(ctx context.Context, p *pullTrack, ingests map[digest.D
 	return !before.Equal(&p.pull)
 }
 
-// settle checks whether a layer without an ingest is in the content store.
-func (t *Tracker) settle(ctx context.Context, p *pullTrack, l *layerTrack) bool {
+// settle checks whether a layer without an ingest is in the content store. Only "not found"
+// means absent; any other error is returned and the layer stays as it was.
+func (t *Tracker) settle(ctx context.Context, p *pullTrack, l *layerTrack) (bool, error) {
 	info, err := t.store.Info(ctx, l.digest)
 	if err != nil {
-		return false
+		if errdefs.IsNotFound(err) {
+			return false, nil
+		}
+		return false, err
 	}
 	l.settled = true
 	l.offset = l.size
@@ -405,7 +577,21 @@ func (t *Tracker) settle(ctx context.Context, p *pullTrack, l *layerTrack) bool 
 	} else {
 		l.state = api.LayerExists
 	}
-	return true
+	return true, nil
+}
+
+// abandon fails a pull whose download was replaced by a new one of the same image.
+func (t *Tracker) abandon(p *pullTrack, now time.Time) {
+	for _, l := range p.layers {
+		if !l.settled && l.seenIngest {
+			l.state = api.LayerFailed
+		}
+	}
+	p.pull.State = api.PullFailed
+	p.pull.Error = "aborted: the download stopped and a new download of the same image began (the pull was retried)"
+	done := now.UTC()
+	p.pull.CompletedAt = &done
+	p.finishedAt = now
 }
 
 func (t *Tracker) fail(p *pullTrack, missing int, now time.Time) {
@@ -458,16 +644,30 @@ func (t *Tracker) resolveNames(ctx context.Context, now time.Time) bool {
 	changed := false
 	names := t.names
 	t.names = nil
-	for _, name := range names {
+	// retry keeps a name whose lookup failed for a reason other than "not found".
+	retry := func(n pendingName, kind string, err error) {
+		t.warn(now, kind, "looking up an image record in containerd failed; retrying next poll", err, "image", n.name)
+		if n.tries+1 < nameRetries {
+			t.names = append(t.names, pendingName{name: n.name, tries: n.tries + 1})
+		}
+	}
+	for _, n := range names {
+		name := n.name
 		if strings.HasPrefix(name, "sha256:") {
 			continue // the CRI's image-id alias: no name a person would use
 		}
 		img, err := t.images.Get(ctx, name)
 		if err != nil {
+			if !errdefs.IsNotFound(err) {
+				retry(n, "image-get", err)
+			}
 			continue
 		}
 		m, err := t.res.ImageManifest(ctx, img.Target)
 		if err != nil {
+			if !errdefs.IsNotFound(err) {
+				retry(n, "image-manifest", err)
+			}
 			continue
 		}
 		if p := t.active[m.Digest]; p != nil {
@@ -484,7 +684,11 @@ func (t *Tracker) resolveNames(ctx context.Context, now time.Time) bool {
 			}
 			continue
 		}
-		if t.cached(ctx, m, name, now) {
+		ok, err := t.cached(ctx, m, name, now)
+		switch {
+		case err != nil:
+			retry(n, "cached-info", err)
+		case ok:
 			changed = true
 		}
 	}
@@ -516,6 +720,7 @@ func (t *Tracker) lookupName(ctx context.Context, m *ingest.Manifest) string {
 	}
 	imgs, err := t.images.List(ctx, filters...)
 	if err != nil {
+		t.warn(t.cfg.Now(), "image-list", "listing image records in containerd failed; retrying next poll", err, "manifest", m.Digest.String())
 		return ""
 	}
 	name := ""
@@ -547,14 +752,18 @@ func (t *Tracker) recent(m digest.Digest) *pullTrack {
 	return nil
 }
 
-// cached records a pull that needed no download: every layer was already present.
-func (t *Tracker) cached(ctx context.Context, m *ingest.Manifest, name string, now time.Time) bool {
+// cached records a pull that needed no download: every layer was already present. An
+// error other than "not found" is returned so the name is tried again.
+func (t *Tracker) cached(ctx context.Context, m *ingest.Manifest, name string, now time.Time) (bool, error) {
 	p := &pullTrack{manifest: m, imageName: name, lastProgress: now}
 	for _, l := range m.Layers {
 		info, err := t.store.Info(ctx, l.Digest)
 		if err != nil {
-			// An image record whose layers are missing is not a finished pull of ours.
-			return false
+			if errdefs.IsNotFound(err) {
+				// An image record whose layers are missing is not a finished pull of ours.
+				return false, nil
+			}
+			return false, err
 		}
 		size := l.Size
 		if size == 0 {
@@ -563,7 +772,7 @@ func (t *Tracker) cached(ctx context.Context, m *ingest.Manifest, name string, n
 		p.layers = append(p.layers, &layerTrack{digest: l.Digest, mediaType: l.MediaType, size: size, offset: size, state: api.LayerExists, settled: true})
 	}
 	p.pull = api.Pull{
-		ID:             pullID(t.cfg.NodeName, m.Digest, now),
+		ID:             t.uniqueID(pullID(t.cfg.NodeName, m.Digest, now)),
 		NodeName:       t.cfg.NodeName,
 		ImageRef:       name,
 		Repository:     m.Ref(),
@@ -576,7 +785,7 @@ func (t *Tracker) cached(ctx context.Context, m *ingest.Manifest, name string, n
 	}
 	t.complete(p, api.PullCached, now)
 	t.finished = append(t.finished, p)
-	return true
+	return true, nil
 }
 
 func (t *Tracker) expire(now time.Time) bool {

@@ -96,10 +96,24 @@ func (s *imageStore) List(_ context.Context, filters ...string) ([]images.Image,
 	return out, nil
 }
 
-// flakyStore fails ListStatuses while down, like a restarting containerd.
+// flakyStore fails ListStatuses while down, like a restarting containerd, and Info with
+// infoErr while that is set (a daemon that answers some calls and not others).
 type flakyStore struct {
 	content.Store
-	down bool
+	down    bool
+	infoErr error
+	// infoGate, when set, makes Info wait for it: a containerd that is slow to answer.
+	infoGate chan struct{}
+}
+
+func (f *flakyStore) Info(ctx context.Context, d digest.Digest) (content.Info, error) {
+	if f.infoGate != nil {
+		<-f.infoGate
+	}
+	if f.infoErr != nil {
+		return content.Info{}, f.infoErr
+	}
+	return f.Store.Info(ctx, d)
 }
 
 func (f *flakyStore) ListStatuses(ctx context.Context, fs ...string) ([]content.Status, error) {
@@ -119,6 +133,7 @@ type env struct {
 	tr     *Tracker
 	mu     sync.Mutex
 	writer map[digest.Digest]content.Writer
+	labels map[digest.Digest]map[string]string
 }
 
 func newEnv(t *testing.T) *env {
@@ -129,7 +144,8 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, ctx: context.Background(), root: root, store: &flakyStore{Store: cs},
-		imgs: &imageStore{imgs: map[string]images.Image{}}, clock: time.Now(), writer: map[digest.Digest]content.Writer{}}
+		imgs: &imageStore{imgs: map[string]images.Image{}}, clock: time.Now(), writer: map[digest.Digest]content.Writer{},
+		labels: map[digest.Digest]map[string]string{}}
 	e.tr = New(Config{NodeName: "node-a", StallTimeout: 20 * time.Second, FailGrace: 3 * time.Second, Now: func() time.Time { return e.clock }}, e.store, e.imgs)
 	return e
 }
@@ -175,6 +191,7 @@ func (e *env) manifest(repo string, layers ...blob) blob {
 	mb, _ := json.Marshal(m)
 	out := blob{desc: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(mb), Size: int64(len(mb))}, data: mb}
 	e.commit(out, labels)
+	e.labels[out.desc.Digest] = labels
 	return out
 }
 
