@@ -102,12 +102,18 @@ type flakyStore struct {
 	content.Store
 	down    bool
 	infoErr error
-	// infoGate, when set, makes Info wait for it: a containerd that is slow to answer.
-	infoGate chan struct{}
+	// infoGate, when set, makes Info say so on infoEntered and wait for it: a containerd
+	// that is slow to answer.
+	infoGate    chan struct{}
+	infoEntered chan struct{}
 }
 
 func (f *flakyStore) Info(ctx context.Context, d digest.Digest) (content.Info, error) {
 	if f.infoGate != nil {
+		select {
+		case f.infoEntered <- struct{}{}:
+		default:
+		}
 		<-f.infoGate
 	}
 	if f.infoErr != nil {
