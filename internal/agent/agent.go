@@ -53,7 +53,18 @@ type Agent struct {
 	lastErr   string
 	seq       uint64
 	sentVer   uint64
+
+	// reportLogs spaces report-failure logs per endpoint and kind (reportLoop only).
+	reportLogs map[string]logState
 }
+
+type logState struct {
+	last       time.Time
+	suppressed int
+}
+
+// reportLogEvery: a node whose reports are refused says so, with the reason, once a minute.
+const reportLogEvery = time.Minute
 
 // New builds an agent; Run starts it.
 func New(cfg Config) (*Agent, error) {
@@ -76,6 +87,9 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Metrics = NewMetrics()
 	}
 	cfg.Tracker.NodeName = cfg.NodeName
+	if cfg.Tracker.Logger == nil {
+		cfg.Tracker.Logger = cfg.Logger
+	}
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	src := &source{}
@@ -86,6 +100,8 @@ func New(cfg Config) (*Agent, error) {
 		tracker: tracker.New(cfg.Tracker, src, src),
 		id:      hex.EncodeToString(b),
 		changed: make(chan struct{}, 1),
+
+		reportLogs: map[string]logState{},
 	}, nil
 }
 
@@ -257,10 +273,7 @@ func (a *Agent) reportLoop(ctx context.Context) {
 			lastSend = now
 		}
 		for _, o := range outs {
-			a.cfg.Metrics.reported(o.Err)
-			if o.Err != nil && ctx.Err() == nil {
-				a.log.Warn("report failed; will retry with backoff", "endpoint", o.Endpoint, "error", o.Err)
-			}
+			a.outcome(ctx, o, now)
 		}
 		wait := time.Until(lastSend.Add(a.cfg.ReportInterval))
 		select {
@@ -280,8 +293,40 @@ func (a *Agent) reportLoop(ctx context.Context) {
 	}
 }
 
+// outcome counts one endpoint's answer and logs a failure, each kind at most once a
+// minute per endpoint with the number left out in between: a refused node must never go
+// dark silently, nor flood the log at the report rate.
+func (a *Agent) outcome(ctx context.Context, o report.Outcome, now time.Time) {
+	var refused *report.RefusedError
+	isRefused := errors.As(o.Err, &refused)
+	a.cfg.Metrics.reported(o.Err, isRefused)
+	if o.Err == nil || ctx.Err() != nil {
+		return
+	}
+	kind, msg := "failed", "report failed; retrying with backoff"
+	if isRefused {
+		kind, msg = "refused", "the server refused the report; sending the next snapshot in a few seconds"
+	}
+	key := o.Endpoint + "\x00" + kind
+	st := a.reportLogs[key]
+	if !st.last.IsZero() && now.Sub(st.last) < reportLogEvery {
+		st.suppressed++
+		a.reportLogs[key] = st
+		return
+	}
+	args := []any{"endpoint", o.Endpoint, "error", o.Err}
+	if isRefused {
+		args = append(args, "status", refused.Status, "reason", refused.Reason)
+	}
+	if st.suppressed > 0 {
+		args = append(args, "sinceLastLog", st.suppressed)
+	}
+	a.log.Warn(msg, args...)
+	a.reportLogs[key] = logState{last: now}
+}
+
 func (a *Agent) build(now time.Time) *api.AgentReport {
-	ver := a.tracker.Version()
+	pulls, ver := a.tracker.SnapshotVersion()
 	a.mu.Lock()
 	if ver != a.sentVer || a.seq == 0 {
 		a.seq++
@@ -297,6 +342,6 @@ func (a *Agent) build(now time.Time) *api.AgentReport {
 		Sequence:            seq,
 		Timestamp:           now.UTC(),
 		ContainerdConnected: connected,
-		Pulls:               a.tracker.Snapshot(),
+		Pulls:               pulls,
 	}
 }

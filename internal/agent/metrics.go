@@ -31,10 +31,13 @@ func NewMetrics() *Metrics {
 		}),
 		pollErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "pulltrace_agent_poll_errors_total", Help: "Polls of containerd that failed."}),
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pulltrace_agent_reports_total", Help: "Reports sent to servers, by result (ok, error).",
+			Name: "pulltrace_agent_reports_total", Help: "Reports sent to servers, by result: ok, refused (the server answered 4xx: invalid, unauthorised, too large), error (unreachable or 5xx).",
 		}, []string{"result"}),
 		connectedG: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pulltrace_agent_containerd_connected", Help: "1 while containerd answers."}),
 		pullsG:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "pulltrace_agent_pulls", Help: "Pulls held (active and recently finished)."}),
+	}
+	for _, r := range []string{"ok", "refused", "error"} {
+		m.reports.WithLabelValues(r)
 	}
 	m.Registry.MustRegister(m.pollDuration, m.pollErrors, m.reports, m.connectedG, m.pullsG,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -48,12 +51,15 @@ func (m *Metrics) polled(d time.Duration, err error) {
 	}
 }
 
-func (m *Metrics) reported(err error) {
-	if err != nil {
+func (m *Metrics) reported(err error, refused bool) {
+	switch {
+	case refused:
+		m.reports.WithLabelValues("refused").Inc()
+	case err != nil:
 		m.reports.WithLabelValues("error").Inc()
-		return
+	default:
+		m.reports.WithLabelValues("ok").Inc()
 	}
-	m.reports.WithLabelValues("ok").Inc()
 }
 
 func (m *Metrics) connected(ok bool) {

@@ -36,6 +36,26 @@ type Config struct {
 	Resolver Resolver
 	// MaxBackoff caps the wait between attempts to a failing endpoint.
 	MaxBackoff time.Duration
+	// RefusedRetry is the wait after a server refused a report (4xx). The next snapshot
+	// may well be accepted (the offending pull finished or expired), and while reports are
+	// refused the node is dark on that server, so this does not back off.
+	RefusedRetry time.Duration
+}
+
+// RefusedError is a report the server answered with a 4xx: it was read and turned down
+// (invalid, unauthorised, too large), as opposed to a server that could not be reached.
+type RefusedError struct {
+	Endpoint string
+	Status   int
+	// Reason is the server's own explanation (its {"error": ...} body).
+	Reason string
+}
+
+func (e *RefusedError) Error() string {
+	if e.Reason == "" {
+		return fmt.Sprintf("server %s refused the report: %d %s", e.Endpoint, e.Status, http.StatusText(e.Status))
+	}
+	return fmt.Sprintf("server %s refused the report: %d %s: %s", e.Endpoint, e.Status, http.StatusText(e.Status), e.Reason)
 }
 
 // Outcome is what one endpoint made of a report.
@@ -74,6 +94,9 @@ func New(cfg Config) (*Sender, error) {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.RefusedRetry <= 0 {
+		cfg.RefusedRetry = 3 * time.Second
 	}
 	s := &Sender{cfg: cfg, endpoints: map[string]*endpoint{}}
 	for _, raw := range cfg.Servers {
@@ -147,8 +170,13 @@ func (s *Sender) Send(ctx context.Context, full *api.AgentReport, heartbeat bool
 			r = &hb
 		}
 		resync, err := s.post(ctx, e, r)
+		var refused *RefusedError
 		s.mu.Lock()
 		switch {
+		case errors.As(err, &refused):
+			ep.failures = 0
+			ep.needsFull = true
+			ep.nextTry = now.Add(s.cfg.RefusedRetry)
 		case err != nil:
 			ep.failures++
 			ep.needsFull = true
@@ -219,10 +247,18 @@ func (s *Sender) post(ctx context.Context, e Endpoint, r *api.AgentReport) (bool
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusOK {
 		var e api.ErrorResponse
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return false, fmt.Errorf("server %s refused the report: %s: %s", u.Host, resp.Status, e.Error)
+		reason := ""
+		if json.Unmarshal(b, &e) == nil {
+			reason = e.Error
 		}
-		return false, fmt.Errorf("server %s refused the report: %s", u.Host, resp.Status)
+		// 408 and 429 ask the agent to slow down: those back off like an outage.
+		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests {
+			return false, &RefusedError{Endpoint: u.Host, Status: resp.StatusCode, Reason: reason}
+		}
+		if reason != "" {
+			return false, fmt.Errorf("server %s failed the report: %s: %s", u.Host, resp.Status, reason)
+		}
+		return false, fmt.Errorf("server %s failed the report: %s", u.Host, resp.Status)
 	}
 	var rr api.ReportResponse
 	if err := json.Unmarshal(b, &rr); err != nil {

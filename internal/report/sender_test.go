@@ -3,6 +3,7 @@ package report
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -145,5 +146,75 @@ func TestBadServerURL(t *testing.T) {
 		if _, err := New(Config{Servers: []string{u}}); err == nil {
 			t.Errorf("accepted %q", u)
 		}
+	}
+}
+
+// A server that reads a report and turns it down (400 with a reason) is asked again after
+// RefusedRetry every time, without the exponential back-off an unreachable server gets.
+func TestRefusedReportsRetrySoon(t *testing.T) {
+	var mu sync.Mutex
+	code, calls := http.StatusBadRequest, 0
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if code != http.StatusOK {
+			w.WriteHeader(code)
+			_, _ = w.Write([]byte(`{"error":"invalid report: pulls[6].id: duplicate id \"438cea3b1b930e5c\""}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	defer hs.Close()
+	s, err := New(Config{Servers: []string{hs.URL}, RefusedRetry: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for i := range 6 {
+		outs := s.Send(context.Background(), report(uint64(i+1)), false, now)
+		var refused *RefusedError
+		if len(outs) != 1 || !errors.As(outs[0].Err, &refused) {
+			t.Fatalf("round %d: %+v", i, outs)
+		}
+		if refused.Status != http.StatusBadRequest || !strings.Contains(refused.Reason, "duplicate id") {
+			t.Fatalf("refusal: %+v", refused)
+		}
+		if outs := s.Send(context.Background(), report(uint64(i+1)), false, now.Add(2900*time.Millisecond)); len(outs) != 0 {
+			t.Fatalf("round %d: retried before RefusedRetry", i)
+		}
+		now = now.Add(3 * time.Second)
+	}
+	mu.Lock()
+	code = http.StatusOK
+	mu.Unlock()
+	if outs := s.Send(context.Background(), report(9), false, now); len(outs) != 1 || outs[0].Err != nil {
+		t.Fatalf("accepted after refusals: %+v", outs)
+	}
+	mu.Lock()
+	code = http.StatusServiceUnavailable
+	mu.Unlock()
+	// An unavailable server is an outage, not a refusal: it backs off.
+	var waits []time.Duration
+	at := now
+	if outs := s.Send(context.Background(), report(10), false, at); len(outs) != 1 || outs[0].Err == nil {
+		t.Fatalf("503: %+v", outs)
+	}
+	for range 5 {
+		next := at
+		var outs []Outcome
+		for len(outs) == 0 {
+			next = next.Add(100 * time.Millisecond)
+			outs = s.Send(context.Background(), report(10), false, next)
+		}
+		var refused *RefusedError
+		if outs[0].Err == nil || errors.As(outs[0].Err, &refused) {
+			t.Fatalf("503 is not a refusal: %+v", outs)
+		}
+		waits = append(waits, next.Sub(at))
+		at = next
+	}
+	if waits[len(waits)-1] < 4*time.Second {
+		t.Fatalf("503s do not back off: %v", waits)
 	}
 }
