@@ -187,6 +187,18 @@ func Teardown(ctx context.Context, dir string, log *slog.Logger) error {
 			waitGone(ctx, pid, st)
 		}
 	}
+	// What real nodes forked outside the recorded children (shims, pod processes) is in
+	// the cluster's cgroup; killing it drops the nodes' mount namespaces and pod netns too.
+	for _, cg := range readLines(filepath.Join(dir, cgroupsFile)) {
+		if err := removeCgroup(ctx, cg); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, br := range readLines(filepath.Join(dir, bridgesFile)) {
+		if err := deleteBridge(ctx, br); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, ns := range readLines(filepath.Join(dir, netnsFile)) {
 		if err := deleteNetns(ctx, ns); err != nil {
 			errs = append(errs, err)

@@ -1,11 +1,16 @@
 // Package cluster runs the real parts Pulltrace is tested against, on this machine: containerd
-// v2 with the CRI plugin, a distribution registry behind a throttling proxy, and etcd with
-// kube-apiserver. No kubelet can run here, so the package stands in for it (Node objects,
-// kubelet events, pod waiting states), and it exposes in-process HTTP servers as Kubernetes
+// v2 with the CRI plugin, a distribution registry behind a throttling proxy, etcd with
+// kube-apiserver, and (Options.Nodes) a real cluster: kube-controller-manager, kube-scheduler
+// and real nodes, each a kubelet with its own containerd, runc and shim, on a pod bridge with
+// cluster DNS and Service addresses (see Node and serviceNet).
+//
+// Without real nodes the package can stand in for a kubelet (Node objects, kubelet events,
+// pod waiting states) for fast tests, and it exposes in-process HTTP servers as Kubernetes
 // Services reachable through the apiserver's service proxy.
 //
 // Everything lives in one folder, every port is picked at run time, and all children die
-// with the test process, so several test packages can each run a cluster at once.
+// with the test process; what a dead test left (pods, shims, mounts, cgroups, bridges,
+// namespaces) is swept by the next Start, so several test packages can each run a cluster.
 package cluster
 
 import (
@@ -23,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -38,6 +44,10 @@ type Options struct {
 	Registry bool
 	// Kube runs etcd and kube-apiserver.
 	Kube bool
+	// Nodes runs a real cluster: kube-controller-manager, kube-scheduler and one real node
+	// (containerd + kubelet) per entry, on a pod bridge with cluster DNS and Service
+	// addresses. It implies Registry and Kube; Containerd stays the separate bare containerd.
+	Nodes []NodeOptions
 
 	// Dir is the cluster folder; empty means a new temp folder. A given folder must be
 	// empty, absent, or left by a dead owner (it is torn down first).
@@ -71,12 +81,16 @@ type Cluster struct {
 	UserKubeconfig string
 	// UserName is the user of UserKubeconfig.
 	UserName string
+	// PauseImage and BusyboxImage are the sandbox image and a busybox (sh, wget, ...) for
+	// test pods, pushed to the registry directly (unthrottled); set with Nodes.
+	PauseImage, BusyboxImage string
 
-	opts    Options
-	log     *slog.Logger
-	logFile *os.File
-	sp      *spawner
-	bins    map[string]string // component name -> bin folder
+	opts       Options
+	components string // hack/components.sh
+	log        *slog.Logger
+	logFile    *os.File
+	sp         *spawner
+	bins       map[string]string // component name -> bin folder
 
 	mu         sync.Mutex
 	containerd *Process
@@ -88,17 +102,34 @@ type Cluster struct {
 	kube       *kubeState
 	exposed    []*Exposed
 	netns      *netnsAlloc
-	closed     bool
-	closeErr   error
+	podNet     *podNetwork
+	svcNet     *serviceNet
+	cgroup     string // the cluster's top cgroup (real nodes), without the leading /
+	nodes      []*Node
+
+	controllerManager *Process
+	scheduler         *Process
+
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+	bbOnce  sync.Once
+	bbLayer v1.Layer
+	bbErr   error
+
+	closed   bool
+	closeErr error
 }
 
 // componentBins lists the binaries checked for each hack/components.sh component.
 func componentBins(name string) []string {
 	switch name {
 	case "containerd":
-		return []string{"containerd", "ctr"}
+		return []string{"containerd", "ctr", "containerd-shim-runc-v2"}
 	case "kube":
-		return []string{"etcd", "kube-apiserver"}
+		return []string{"etcd", "kube-apiserver", "kubelet", "kube-controller-manager", "kube-scheduler"}
+	case "cni":
+		return []string{"bridge", "host-local", "loopback"}
 	default:
 		return []string{name}
 	}
@@ -114,6 +145,12 @@ func (o Options) components() []string {
 	}
 	if o.Kube {
 		c = append(c, "kube")
+	}
+	if len(o.Nodes) > 0 {
+		if !o.Containerd {
+			c = append(c, "containerd", "crictl")
+		}
+		c = append(c, "runc", "cni")
 	}
 	return c
 }
@@ -171,8 +208,11 @@ func (c *Cluster) bin(component, name string) string {
 // Start starts the parts opts asks for and waits until each is ready. On failure nothing
 // is left running and the error carries the failing component's log tail.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	if len(opts.Nodes) > 0 {
+		opts.Registry, opts.Kube = true, true
+	}
 	if !opts.Containerd && !opts.Registry && !opts.Kube {
-		return nil, errors.New("cluster: nothing to start (set Containerd, Registry or Kube)")
+		return nil, errors.New("cluster: nothing to start (set Containerd, Registry, Kube or Nodes)")
 	}
 	if opts.MaxConcurrentDownloads == 0 {
 		opts.MaxConcurrentDownloads = 3
@@ -221,7 +261,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real
 	}
-	c := &Cluster{Dir: dir, opts: opts, bins: bins, sp: newSpawner()}
+	c := &Cluster{Dir: dir, opts: opts, bins: bins, sp: newSpawner(), components: script}
 	if err := writeOwner(dir); err != nil {
 		c.Close()
 		return nil, err
@@ -240,6 +280,14 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 		c.logFile = lf
 		c.log = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if len(opts.Nodes) > 0 {
+		// The network is chosen first: the apiserver's Service range and serving
+		// certificate depend on it.
+		if err := c.preparePodNetwork(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	c.log.Info("starting cluster", "dir", dir, "containerd", opts.Containerd, "registry", opts.Registry || opts.Containerd, "kube", opts.Kube)
 
@@ -265,6 +313,13 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		c.Close()
 		return nil, fmt.Errorf("start cluster: %w", err)
 	}
+	if len(opts.Nodes) > 0 {
+		if err := c.startNodes(ctx); err != nil {
+			c.log.Error("start failed", "err", err)
+			c.Close()
+			return nil, fmt.Errorf("start cluster: %w", err)
+		}
+	}
 	c.log.Info("cluster ready", "containerd", c.ContainerdSocket, "proxy", c.ProxyAddr, "apiserver", c.APIServerURL)
 	return c, nil
 }
@@ -276,7 +331,7 @@ func StartT(t testing.TB, opts Options) *Cluster {
 	if testing.Short() {
 		t.Skip("real cluster: skipped in -short mode")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout(opts))
 	defer cancel()
 	start := time.Now()
 	c, err := Start(ctx, opts)
@@ -307,10 +362,13 @@ func (c *Cluster) processes() []*Process {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var ps []*Process
-	for _, p := range []*Process{c.containerd, c.registry, c.etcd, c.apiserver} {
+	for _, p := range []*Process{c.containerd, c.registry, c.etcd, c.apiserver, c.controllerManager, c.scheduler} {
 		if p != nil {
 			ps = append(ps, p)
 		}
+	}
+	for _, n := range c.nodes {
+		ps = append(ps, n.processes()...)
 	}
 	return append(ps, c.extra...)
 }
@@ -420,7 +478,7 @@ func (c *Cluster) Env() map[string]string {
 		env["PULLTRACE_REGISTRY_DIRECT"] = c.RegistryAddr
 	}
 	var path []string
-	for _, n := range []string{"containerd", "crictl", "registry", "kube"} {
+	for _, n := range []string{"containerd", "crictl", "registry", "kube", "runc"} {
 		if d, ok := c.bins[n]; ok {
 			path = append(path, d)
 		}
@@ -469,6 +527,14 @@ func (c *Cluster) Close() error {
 	for _, e := range exposed {
 		e.shutdown()
 	}
+	if err := c.stopNodes(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	c.controllerManager.Stop(10 * time.Second)
+	c.scheduler.Stop(10 * time.Second)
+	if c.svcNet != nil {
+		c.svcNet.stop()
+	}
 	c.apiserver.Stop(10 * time.Second)
 	c.etcd.Stop(10 * time.Second)
 	c.containerd.Stop(10 * time.Second)
@@ -483,6 +549,11 @@ func (c *Cluster) Close() error {
 			if err := deleteNetns(ctx, ns); err != nil {
 				errs = append(errs, err)
 			}
+		}
+	}
+	if c.podNet != nil && c.podNet.created {
+		if err := deleteBridge(ctx, c.podNet.bridge); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := unmountAll(c.Dir); err != nil {

@@ -57,6 +57,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "own-cluster" {
 		ownCluster()
 	}
+	if os.Getenv(childEnv) == "own-real-cluster" {
+		ownRealCluster()
+	}
 	os.Exit(m.Run())
 }
 

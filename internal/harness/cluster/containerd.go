@@ -191,12 +191,18 @@ func (c *Cluster) ContainerdPid() int {
 // Crictl runs crictl against the cluster's containerd and returns its stdout. Cancelling
 // ctx kills crictl, which closes its gRPC stream and so cancels the request in containerd.
 func (c *Cluster) Crictl(ctx context.Context, args ...string) ([]byte, error) {
+	if c.ContainerdSocket == "" {
+		return nil, errors.New("cluster runs without containerd")
+	}
 	return c.runTool(ctx, c.bin("crictl", "crictl"),
 		append([]string{"--config", filepath.Join(c.containerdDir(), "crictl.yaml")}, args...))
 }
 
 // Ctr runs ctr against the cluster's containerd in the k8s.io namespace.
 func (c *Cluster) Ctr(ctx context.Context, args ...string) ([]byte, error) {
+	if c.ContainerdSocket == "" {
+		return nil, errors.New("cluster runs without containerd")
+	}
 	return c.runTool(ctx, c.bin("containerd", "ctr"),
 		append([]string{"-a", c.ContainerdSocket, "-n", Namespace}, args...))
 }
@@ -219,9 +225,6 @@ func (c *Cluster) CtrPull(ctx context.Context, ref string) error {
 }
 
 func (c *Cluster) runTool(ctx context.Context, bin string, args []string) ([]byte, error) {
-	if c.ContainerdSocket == "" {
-		return nil, errors.New("cluster runs without containerd")
-	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout

@@ -39,6 +39,9 @@ type ImageSpec struct {
 	// Platforms like "linux/amd64" or "linux/arm/v7"; empty means the host's linux
 	// platform. More than one makes a multi-arch index with distinct layers per platform.
 	Platforms []string
+	// Runnable puts a busybox layer first and makes the image run `sleep` forever, so that
+	// a real kubelet's pods of it reach Running (the random layers are only data).
+	Runnable bool
 }
 
 // Layer is one layer as the manifest lists it.
@@ -121,6 +124,13 @@ func (c *Cluster) PushImage(ctx context.Context, spec ImageSpec) (*Image, error)
 			return nil, fmt.Errorf("platform %q: %w", ps, err)
 		}
 		var layers []v1.Layer
+		if spec.Runnable {
+			bb, err := c.busyboxLayer(ctx)
+			if err != nil {
+				return nil, err
+			}
+			layers = append(layers, bb)
+		}
 		if spec.BaseFrom != nil {
 			layers = append(layers, spec.BaseFrom.baseLayers(plat.String())...)
 		}
@@ -131,7 +141,7 @@ func (c *Cluster) PushImage(ctx context.Context, spec ImageSpec) (*Image, error)
 			}
 			layers = append(layers, l)
 		}
-		img, err := buildImage(plat, layers)
+		img, err := buildImage(plat, layers, spec.Runnable)
 		if err != nil {
 			return nil, err
 		}
@@ -209,7 +219,7 @@ func (im *Image) baseLayers(plat string) []v1.Layer {
 	return im.layers[im.Platform]
 }
 
-func buildImage(plat *v1.Platform, layers []v1.Layer) (v1.Image, error) {
+func buildImage(plat *v1.Platform, layers []v1.Layer, runnable bool) (v1.Image, error) {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	img, err := mutate.AppendLayers(img, layers...)
@@ -226,6 +236,10 @@ func buildImage(plat *v1.Platform, layers []v1.Layer) (v1.Image, error) {
 	cf.Architecture = plat.Architecture
 	cf.Variant = plat.Variant
 	cf.Config.Cmd = []string{"/pulltrace/data"}
+	if runnable {
+		cf.Config.Cmd = []string{"/bin/sleep", "1000000"}
+		cf.Config.Env = []string{"PATH=/bin"}
+	}
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
 		return nil, fmt.Errorf("set config: %w", err)

@@ -53,6 +53,10 @@ func (c *Cluster) startKube(ctx context.Context) error {
 	// The host ends of the veths ExposeService creates are in the serving cert too, so a
 	// process inside such a namespace can verify the apiserver by that address.
 	ips := append([]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("10.96.0.1")}, alloc.hostIPs()...)
+	if c.podNet != nil {
+		// Pods reach the apiserver at default/kubernetes's ClusterIP.
+		ips = append(ips, c.podNet.apiServiceIP(), c.podNet.gateway())
+	}
 	dns := []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
 	if _, _, err := p.issue("apiserver", "kube-apiserver", nil, ips, dns, x509.ExtKeyUsageServerAuth); err != nil {
 		return err
@@ -172,7 +176,13 @@ func (c *Cluster) startAPIServer(ctx context.Context, p *pki, etcdURL string, ad
 			return err
 		}
 		url := fmt.Sprintf("https://127.0.0.1:%d", port)
-		proc, err := c.startChild("kube-apiserver", c.bin("kube", "kube-apiserver"), []string{
+		// Without real nodes no controller creates default ServiceAccounts, so
+		// ServiceAccount admission would reject every pod.
+		extra := []string{"--service-cluster-ip-range=10.96.0.0/16", "--disable-admission-plugins=ServiceAccount"}
+		if c.podNet != nil {
+			extra = []string{"--service-cluster-ip-range=" + c.podNet.serviceSubnet()}
+		}
+		proc, err := c.startChild("kube-apiserver", c.bin("kube", "kube-apiserver"), append([]string{
 			"--etcd-servers=" + etcdURL,
 			"--bind-address=127.0.0.1",
 			fmt.Sprintf("--secure-port=%d", port),
@@ -188,11 +198,8 @@ func (c *Cluster) startAPIServer(ctx context.Context, p *pki, etcdURL string, ad
 			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 			"--service-account-key-file=" + p.path("sa.pub"),
 			"--service-account-signing-key-file=" + p.path("sa.key"),
-			"--service-cluster-ip-range=10.96.0.0/16",
-			// No controller creates default ServiceAccounts, so pods would be rejected.
-			"--disable-admission-plugins=ServiceAccount",
 			"--profiling=false",
-		}, os.Environ(), nil)
+		}, extra...), os.Environ(), nil)
 		if err != nil {
 			return err
 		}
