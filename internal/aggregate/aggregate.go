@@ -13,7 +13,9 @@ import (
 )
 
 // Correlator attaches Kubernetes knowledge to a pull. The zero answer (no pods, no
-// error, no better ref) is always valid: the server runs without Kubernetes too.
+// error, no better ref) is always valid: the server runs without Kubernetes too. Its
+// methods read in-memory caches and must be safe to call concurrently: Recorrelate calls
+// them without the store's lock.
 type Correlator interface {
 	// Enrich sets pods, and the exact image ref and kubelet error when known.
 	Enrich(p *api.Pull)
@@ -80,10 +82,12 @@ type entry struct {
 	lastBytes  int64
 	lastAt     time.Time
 	finishedAt time.Time
-	queued     bool
 }
 
 type node struct {
+	// gen counts changes to this node's pulls, so work done outside the lock can tell
+	// whether intake moved on meanwhile.
+	gen       uint64
 	agentID   string
 	seq       uint64
 	ts        time.Time
@@ -147,6 +151,7 @@ func (s *Store) Apply(r *api.AgentReport) (resync bool) {
 		return false
 	}
 	n.agentID, n.seq, n.ts, n.lastSeen, n.connected = r.AgentID, r.Sequence, r.Timestamp, now, r.ContainerdConnected
+	n.gen++
 
 	var events []api.PullEvent
 	seen := make(map[string]bool, len(r.Pulls))
@@ -335,35 +340,118 @@ func (s *Store) event(t api.EventType, p *api.Pull, l *api.Layer, now time.Time)
 	return ev
 }
 
-// Recorrelate re-enriches every pull after Kubernetes changed (a pod appeared, started or
-// was deleted; a kubelet event arrived) and emits progress for pulls whose pods changed.
-func (s *Store) Recorrelate() {
+// Recorrelate re-enriches pulls after Kubernetes changed (a pod appeared, started or was
+// deleted; a kubelet event arrived) and emits progress for pulls whose pods changed. Only
+// the pulls of nodes (nil: every node) that touches accepts (nil: all) are looked at, and
+// the queued entries of those nodes rebuilt. The correlator is asked without the store's
+// lock, so intake does not wait for it; a pull or node that intake changed meanwhile keeps
+// intake's answer, which it computed later.
+func (s *Store) Recorrelate(nodes []string, touches func(p *api.Pull) bool) {
+	if s.corr == nil {
+		return
+	}
+	w := s.recorrelation(nodes, touches)
+	for i := range w.pulls {
+		c := &w.pulls[i]
+		c.in = c.was.Clone()
+		c.in.Pods = nil
+		s.corr.Enrich(&c.in)
+	}
+	for i := range w.nodes {
+		wn := &w.nodes[i]
+		wn.want = s.corr.Queued(wn.name, wn.held)
+	}
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
 	var events []api.PullEvent
-	for _, n := range s.nodes {
+	for i := range w.pulls {
+		c := &w.pulls[i]
+		if c.n.pulls[c.was.ID] != c.e || !c.e.pull.Identical(&c.was) {
+			continue // intake replaced it, enriching it afresh
+		}
+		in := c.in
+		if in.State.Finished() {
+			// A finished pull served its pods: deleting them later (a rollout moving on)
+			// must not erase that from history.
+			in.Pods = mergePods(c.e.pull.Pods, in.Pods)
+		}
+		s.derive(c.e, &in)
+		if !c.e.pull.Equal(&in) {
+			c.e.pull = in
+			events = append(events, s.event(api.EventPullProgress, &in, nil, now))
+		}
+	}
+	for i := range w.nodes {
+		wn := &w.nodes[i]
+		// A node whose pulls a report changed since keeps what intake requeued with them.
+		fresh := func(node string) bool { return s.gen(node) == wn.gens[node] }
+		events = s.applyQueued(events, now, wn.name, wn.want, fresh)
+	}
+	s.sink(events)
+}
+
+// recorrelation is what Recorrelate asks the correlator about, copied under the lock.
+type recorrelation struct {
+	pulls []recorrelated
+	nodes []requeued
+}
+
+type recorrelated struct {
+	n   *node
+	e   *entry
+	was api.Pull // the entry's pull when copied (shallow: stored pulls are replaced, never edited)
+	in  api.Pull // was, enriched afresh
+}
+
+type requeued struct {
+	name string // "" = every node
+	gens map[string]uint64
+	held []api.Pull
+	want []api.Pull
+}
+
+func (s *Store) recorrelation(nodes []string, touches func(p *api.Pull) bool) recorrelation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	var w recorrelation
+	visit := func(n *node) {
 		for _, e := range n.pulls {
 			if e.pull.State.Finished() && now.Sub(e.finishedAt) > time.Minute {
 				continue // history keeps the pods it had when it finished
 			}
-			in := e.pull.Clone()
-			in.Pods = nil
-			s.enrich(&in)
-			if in.State.Finished() {
-				// A finished pull served its pods: deleting them later (a rollout moving on)
-				// must not erase that from history.
-				in.Pods = mergePods(e.pull.Pods, in.Pods)
-			}
-			s.derive(e, &in)
-			if !e.pull.Equal(&in) {
-				e.pull = in
-				events = append(events, s.event(api.EventPullProgress, &in, nil, now))
+			if touches == nil || touches(&e.pull) {
+				w.pulls = append(w.pulls, recorrelated{n: n, e: e, was: e.pull})
 			}
 		}
 	}
-	events = s.requeue(events, now, "")
-	s.sink(events)
+	if nodes == nil {
+		w.pulls = make([]recorrelated, 0, s.total)
+		all := requeued{gens: make(map[string]uint64, len(s.nodes)), held: s.heldLocked("")}
+		for name, n := range s.nodes {
+			visit(n)
+			all.gens[name] = n.gen
+		}
+		w.nodes = []requeued{all}
+		return w
+	}
+	for _, name := range nodes {
+		if n := s.nodes[name]; n != nil {
+			visit(n)
+		}
+		w.nodes = append(w.nodes, requeued{name: name, gens: map[string]uint64{name: s.gen(name)}, held: s.heldLocked(name)})
+	}
+	return w
+}
+
+// gen is a node's generation; a node the store does not hold has 0.
+func (s *Store) gen(name string) uint64 {
+	if n := s.nodes[name]; n != nil {
+		return n.gen
+	}
+	return 0
 }
 
 func mergePods(kept, found []api.PodRef) []api.PodRef {
@@ -382,9 +470,18 @@ func (s *Store) requeue(events []api.PullEvent, now time.Time, node string) []ap
 	if s.corr == nil {
 		return events
 	}
-	// Finished pulls count as serving their image too: a completed pull's pods are about
-	// to start, a failed one already carries its pods and the error.
-	var held []api.Pull
+	return s.applyQueued(events, now, node, s.corr.Queued(node, s.heldLocked(node)), nil)
+}
+
+// heldLocked is every pull of one node ("" = all). Finished pulls count as serving their
+// image too: a completed pull's pods are about to start, a failed one already carries its
+// pods and the error.
+func (s *Store) heldLocked(node string) []api.Pull {
+	size := s.total
+	if n := s.nodes[node]; n != nil {
+		size = len(n.pulls)
+	}
+	held := make([]api.Pull, 0, size)
 	for name, n := range s.nodes {
 		if node != "" && name != node {
 			continue
@@ -393,12 +490,21 @@ func (s *Store) requeue(events []api.PullEvent, now time.Time, node string) []ap
 			held = append(held, e.pull)
 		}
 	}
+	return held
+}
+
+// applyQueued makes the queued entries of one node ("" = all) those of queued, leaving
+// alone the nodes that keep (nil: every node) refuses.
+func (s *Store) applyQueued(events []api.PullEvent, now time.Time, node string, queued []api.Pull, keep func(node string) bool) []api.PullEvent {
+	mine := func(n string) bool { return (node == "" || n == node) && (keep == nil || keep(n)) }
 	want := map[string]api.Pull{}
-	for _, q := range s.corr.Queued(node, held) {
-		want[q.ID] = q
+	for _, q := range queued {
+		if mine(q.NodeName) {
+			want[q.ID] = q
+		}
 	}
 	for id, e := range s.queued {
-		if node != "" && e.pull.NodeName != node {
+		if !mine(e.pull.NodeName) {
 			continue
 		}
 		if _, ok := want[id]; !ok {
@@ -410,7 +516,7 @@ func (s *Store) requeue(events []api.PullEvent, now time.Time, node string) []ap
 		e := s.queued[id]
 		isNew := e == nil
 		if isNew {
-			e = &entry{queued: true}
+			e = &entry{}
 			s.queued[id] = e
 		}
 		s.derive(e, &q)
@@ -446,6 +552,7 @@ func (s *Store) Expire() {
 		for id, e := range n.pulls {
 			if e.pull.State.Finished() && now.Sub(e.finishedAt) > s.cfg.HistoryTTL {
 				delete(n.pulls, id)
+				n.gen++
 				s.total--
 				events = append(events, s.event(api.EventPullRemoved, &e.pull, nil, now))
 			}
@@ -481,6 +588,7 @@ func (s *Store) bound(events []api.PullEvent, n *node, now time.Time) []api.Pull
 		})
 		for _, e := range es[:min(over, len(es))] {
 			delete(nd.pulls, e.pull.ID)
+			nd.gen++
 			s.total--
 			s.dropped++
 			events = append(events, s.event(api.EventPullRemoved, &e.pull, nil, now))

@@ -63,7 +63,7 @@ func TestQueuedEntriesComeAndGo(t *testing.T) {
 		queued: []api.Pull{{ID: "queued-web", NodeName: "n1", ImageRef: "r/web:1", State: api.PullQueued, Pods: []api.PodRef{{Namespace: "ns", PodName: "web", Container: "c"}}}}}
 	r := &recorder{}
 	s := New(Config{}, corr, r.sink)
-	s.Recorrelate()
+	s.Recorrelate(nil, nil)
 	if got := r.types(); got != "pull.started:queued-web" {
 		t.Fatalf("queued: %s", got)
 	}
@@ -76,7 +76,7 @@ func TestQueuedEntriesComeAndGo(t *testing.T) {
 	}
 	// The pod goes away: the pull is announced without it.
 	corr.pods = nil
-	s.Recorrelate()
+	s.Recorrelate(nil, nil)
 	if got := r.types(); got != "pull.progress:p1" {
 		t.Fatalf("pod change: %s", got)
 	}
@@ -128,7 +128,7 @@ func TestFinishedPullKeepsItsPods(t *testing.T) {
 	done.Layers[0].State = api.LayerDone
 	s.Apply(rep(2, done))
 	corr.pods = nil // the rollout moved on and deleted the pod
-	s.Recorrelate()
+	s.Recorrelate(nil, nil)
 	if p := s.Pulls(api.Filter{})[0]; len(p.Pods) != 1 || p.Pods[0].PodName != "web" {
 		t.Fatalf("completed pull lost its pods: %+v", p.Pods)
 	}

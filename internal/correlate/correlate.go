@@ -29,8 +29,9 @@ type Config struct {
 	Client kubernetes.Interface
 	// Namespaces limits the watch; empty means all namespaces.
 	Namespaces []string
-	// OnChange is called (debounced) after pods or kubelet events change.
-	OnChange func()
+	// OnChange is called (debounced) after pods or kubelet events change, with the nodes
+	// concerned (nil: every node) and which of their pulls (touches; nil: all).
+	OnChange func(nodes []string, touches func(p *api.Pull) bool)
 	Logger   *slog.Logger
 }
 
@@ -49,7 +50,8 @@ type Correlator struct {
 	pods      []cache.SharedIndexInformer
 	events    []cache.SharedIndexInformer
 
-	kick chan struct{}
+	kick    chan struct{}
+	changes changes
 }
 
 // New builds informers; Start runs them.
@@ -61,7 +63,7 @@ func New(cfg Config) (*Correlator, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.OnChange == nil {
-		cfg.OnChange = func() {}
+		cfg.OnChange = func([]string, func(*api.Pull) bool) {}
 	}
 	c := &Correlator{cfg: cfg, kick: make(chan struct{}, 1)}
 	nss := cfg.Namespaces
@@ -105,15 +107,18 @@ func New(cfg Config) (*Correlator, error) {
 		}); err != nil {
 			return nil, fmt.Errorf("event index: %w", err)
 		}
-		h := cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { c.changed() },
-			UpdateFunc: func(any, any) { c.changed() },
-			DeleteFunc: func(any) { c.changed() },
-		}
-		if _, err := pods.AddEventHandler(h); err != nil {
+		if _, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { c.podChanged(o) },
+			UpdateFunc: func(old, o any) { c.podChanged(old, o) },
+			DeleteFunc: func(o any) { c.podChanged(o) },
+		}); err != nil {
 			return nil, err
 		}
-		if _, err := evs.AddEventHandler(h); err != nil {
+		if _, err := evs.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { c.eventChanged(o) },
+			UpdateFunc: func(old, o any) { c.eventChanged(old, o) },
+			DeleteFunc: func(o any) { c.eventChanged(o) },
+		}); err != nil {
 			return nil, err
 		}
 		c.factories = append(c.factories, f, ef)
@@ -158,7 +163,9 @@ func (c *Correlator) Start(ctx context.Context) {
 				return
 			case <-time.After(debounce):
 			}
-			c.cfg.OnChange()
+			if nodes, touches, some := c.changes.take(); some {
+				c.cfg.OnChange(nodes, touches)
+			}
 		}
 	}()
 }

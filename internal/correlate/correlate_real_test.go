@@ -47,7 +47,7 @@ func startRig(t *testing.T) *rig {
 	}
 	r := &rig{t: t, c: c, cs: cs}
 	var corr *correlate.Correlator
-	corr, err = correlate.New(correlate.Config{Client: cs, OnChange: func() { r.store.Recorrelate() }})
+	corr, err = correlate.New(correlate.Config{Client: cs, OnChange: func(nodes []string, touches func(*api.Pull) bool) { r.store.Recorrelate(nodes, touches) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,6 @@ func TestRealCorrelation(t *testing.T) {
 		r.waiting(web1, "c0", "ContainerCreating", "")
 		r.waiting(web2, "c0", "ContainerCreating", "")
 		r.waiting(other, "c0", "ContainerCreating", "")
-		r.store.Recorrelate()
 		var queuedID string
 		r.eventually("pods queued", func() bool {
 			for _, p := range r.store.Pulls(api.Filter{Node: node, States: []api.PullState{api.PullQueued}}) {
@@ -236,7 +235,6 @@ func TestRealCorrelation(t *testing.T) {
 		if _, err := r.c.KubeletContainerEvent(ctx, bad, "c0", "Failed", "Failed to pull image \"registry.example/shop/wbe:1.0\": "+msg); err != nil {
 			t.Fatal(err)
 		}
-		r.store.Recorrelate()
 		r.eventually("no-byte failure reported as pull.failed with the error", func() bool {
 			for _, ev := range r.events() {
 				if ev.Type == api.EventPullFailed && ev.Pull.ImageRef == "registry.example/shop/wbe:1.0" && ev.Pull.Error == msg && podNames(ev.Pull) == "shop/typo/c0" {

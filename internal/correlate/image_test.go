@@ -52,5 +52,12 @@ func TestMatches(t *testing.T) {
 		if got := matches(img(c.pod), c.pull, c.pulling); got != c.want {
 			t.Errorf("%s: got %v", c.name, got)
 		}
+		// A change to the pod's image must reach every pull the image matches, or
+		// re-correlation would skip it.
+		nc := &nodeChange{repos: map[string]bool{}, digests: map[string]bool{}}
+		nc.image(img(c.pod))
+		if c.want && !nc.concerns(c.pull) {
+			t.Errorf("%s: matches, but a change of the pod's image does not concern the pull", c.name)
+		}
 	}
 }

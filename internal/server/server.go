@@ -72,7 +72,7 @@ func New(cfg Config) (*Server, error) {
 	var corr aggregate.Correlator
 	if cfg.Kube != nil {
 		c, err := correlate.New(correlate.Config{Client: cfg.Kube, Namespaces: cfg.Namespaces, Logger: cfg.Logger,
-			OnChange: func() { s.Store.Recorrelate() }})
+			OnChange: func(nodes []string, touches func(*api.Pull) bool) { s.Store.Recorrelate(nodes, touches) }})
 		if err != nil {
 			return nil, err
 		}
@@ -135,7 +135,7 @@ func (s *Server) Run(ctx context.Context, api, metricsLn net.Listener) error {
 		go func() {
 			if s.corr.WaitForSync(ctx) {
 				s.log.Info("pod and event informers synced")
-				s.Store.Recorrelate()
+				s.Store.Recorrelate(nil, nil)
 			}
 		}()
 	}
