@@ -71,12 +71,27 @@ containerd() {
 		github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION
 }
 
+# Some containerd releases (v2.0.x) have exclude directives in go.mod, which `go install
+# pkg@version` refuses; building inside the downloaded module keeps them in force, exactly as
+# containerd's own release build does.
+build_in_module() { # build_in_module NAME MODULE@VERSION PKG...
+	local d; d=$(dir_of "$1"); local mod=$2; shift 2
+	local src
+	src=$(go mod download -json "$mod" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+	[ -n "$src" ] || { echo "cannot download $mod" >&2; return 1; }
+	mkdir -p "$d/bin.tmp"
+	local p
+	for p in "$@"; do
+		(cd "$src" && GOFLAGS="$GOFLAGS -mod=readonly" go build -o "$d/bin.tmp/$(basename "$p")" "$p")
+	done
+	rm -rf "$d/bin" && mv "$d/bin.tmp" "$d/bin"
+}
+
 containerd_version() { # containerd_version VERSION: another cell of the agent's matrix
 	local v=$1
 	have "containerd-$v" containerd ctr && return 0
-	step "containerd $v" build_gobin "containerd-$v" \
-		github.com/containerd/containerd/v2/cmd/containerd@$v \
-		github.com/containerd/containerd/v2/cmd/ctr@$v
+	step "containerd $v" build_in_module "containerd-$v" github.com/containerd/containerd/v2@$v \
+		./cmd/containerd ./cmd/ctr
 }
 
 # runc needs seccomp (libseccomp-dev): without it every pod sandbox fails to start.
