@@ -352,7 +352,7 @@ func TestServerSecurity(t *testing.T) {
 	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.ReadinessProbe.HTTPGet.Port != intstr.FromString("http") {
 		t.Errorf("readiness %+v", c.ReadinessProbe)
 	}
-	for _, name := range []string{"GOMEMLIMIT"} {
+	for _, name := range []string{"GOMEMLIMIT", "PULLTRACE_MEMORY_BUDGET"} {
 		e, ok := envVar(c, name)
 		if !ok || e.ValueFrom.ResourceFieldRef == nil || e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" {
 			t.Errorf("%s %+v", name, e)

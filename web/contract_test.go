@@ -64,6 +64,7 @@ func TestAPITypesMirrorGo(t *testing.T) {
 		"ReportResponse": api.ReportResponse{},
 		"PullList":       api.PullList{},
 		"ListMeta":       api.ListMeta{},
+		"PullRejection":  api.PullRejection{},
 		"ErrorResponse":  api.ErrorResponse{},
 		"ServerVersion":  api.ServerVersion{},
 	} {

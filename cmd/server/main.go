@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/d44b/pulltrace/internal/aggregate"
 	"github.com/d44b/pulltrace/internal/envflag"
 	"github.com/d44b/pulltrace/internal/server"
+	"github.com/d44b/pulltrace/internal/stream"
 	"github.com/d44b/pulltrace/internal/token"
 	"github.com/d44b/pulltrace/web"
 )
@@ -48,6 +50,9 @@ func run(args []string) error {
 	maxPerNode := fs.Int("max-pulls-per-node", 500, "pulls held per node; the oldest finished ones are dropped first")
 	maxPulls := fs.Int("max-pulls", 50000, "pulls held in total")
 	maxReport := fs.Int64("max-report-bytes", 1<<20, "largest accepted report body")
+	budget := fs.Int64("memory-budget", server.DefaultMemoryBudget, "bytes of memory the server may use (the chart passes the container's limit): held pulls, shared snapshots, the replay window and the follower cap derive from it, and it is the Go runtime's GOMEMLIMIT unless that is set")
+	maxFollowers := fs.Int("max-followers", 0, "concurrent SSE followers; one more gets 503 with Retry-After (0: derived from --memory-budget, at most 1000)")
+	staleTimeout := fs.Duration("stale-timeout", 5*time.Minute, "an agent silent this long has its unfinished pulls failed (they are marked stalled after --agent-timeout)")
 	common, err := envflag.Parse(fs, args, "PULLTRACE", "pulltrace-server: merges agent reports and serves image pull progress.")
 	if err != nil {
 		return err
@@ -72,13 +77,31 @@ func run(args []string) error {
 		}
 	}
 	tok := token.File(*tokenFile, os.Getenv("PULLTRACE_TOKEN"))
-	if _, err := tok(); err != nil {
+	have, err := tok()
+	if err != nil {
 		return err
 	}
+	// A token file that is empty would silently turn authentication off: refuse it. If it
+	// empties later the server refuses reports until it holds a token again.
+	required := *tokenFile != ""
+	if required && have == "" {
+		return fmt.Errorf("token file %s is empty: write the agent token into it, or drop --token-file to run without authentication", *tokenFile)
+	}
+	if have == "" {
+		log.Warn("no agent token (--token-file or PULLTRACE_TOKEN): anyone who can reach the API can post reports")
+	}
+	ac := aggregate.Config{HistoryTTL: *ttl, MaxPerNode: *maxPerNode, MaxTotal: *maxPulls, AgentTimeout: *agentTimeout, StaleTimeout: *staleTimeout}
+	sc := stream.Config{MaxClients: *maxFollowers}
+	server.Budget(*budget, &ac, &sc)
+	if os.Getenv("GOMEMLIMIT") == "" && *budget > 0 {
+		// The GC works harder as the heap nears the budget instead of letting garbage
+		// take it over the container's limit. 90%: the rest is stacks and buffers.
+		debug.SetMemoryLimit(*budget / 10 * 9)
+	}
 	srv, err := server.New(server.Config{
-		Version: version, Token: tok, MaxReport: *maxReport, Kube: kube, Namespaces: namespaces,
-		Aggregate: aggregate.Config{HistoryTTL: *ttl, MaxPerNode: *maxPerNode, MaxTotal: *maxPulls, AgentTimeout: *agentTimeout},
-		UI:        web.Handler(), Logger: log, EventLog: os.Stdout, LogLevel: common.Level,
+		Version: version, Token: tok, TokenRequired: required, MaxReport: *maxReport, Kube: kube, Namespaces: namespaces,
+		Aggregate: ac, Stream: sc,
+		UI: web.Handler(), Logger: log, EventLog: os.Stdout, LogLevel: common.Level,
 	})
 	if err != nil {
 		return err
@@ -99,7 +122,8 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.Info("pulltrace server listening", "version", version, "api", apiLn.Addr().String(), "metrics", metLn.Addr().String(),
-		"kubernetes", kube != nil, "watchNamespaces", namespaces, "historyTTL", ttl.String(), "uiBuilt", web.Built())
+		"kubernetes", kube != nil, "watchNamespaces", namespaces, "historyTTL", ttl.String(), "uiBuilt", web.Built(),
+		"memoryBudget", *budget, "maxPullBytes", ac.MaxBytes, "maxFollowers", sc.MaxClients, "authenticated", have != "")
 	return srv.Run(ctx, apiLn, metLn)
 }
 

@@ -4,6 +4,7 @@
 package aggregate
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -30,10 +31,22 @@ type Sink func(events []api.PullEvent)
 
 // Config bounds the store. Zero values take the defaults.
 type Config struct {
-	HistoryTTL   time.Duration
-	MaxPerNode   int
-	MaxTotal     int
+	HistoryTTL time.Duration
+	MaxPerNode int
+	MaxTotal   int
+	// MaxBytes bounds the estimated memory of the held pulls (see pullSize); the oldest
+	// finished pulls go first, as for the count caps.
+	MaxBytes int64
+	// AgentTimeout: an agent not heard from for this long is no longer connected, and
+	// its unfinished pulls are marked stalled.
 	AgentTimeout time.Duration
+	// StaleTimeout: an agent silent this long has its unfinished pulls failed, so they
+	// finish and expire with the history instead of staying active forever.
+	StaleTimeout time.Duration
+	// MaxSkew is how far a report's timestamp may be from the server's clock and still be
+	// trusted; beyond it the server's time is used (a far-future stamp must not lock a
+	// node's later reports out).
+	MaxSkew time.Duration
 	// RateWindow is the EWMA time constant: about how far back the rate looks.
 	RateWindow time.Duration
 	Now        func() time.Time
@@ -49,8 +62,20 @@ func (c *Config) defaults() {
 	if c.MaxTotal <= 0 {
 		c.MaxTotal = 50000
 	}
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
 	if c.AgentTimeout <= 0 {
 		c.AgentTimeout = 30 * time.Second
+	}
+	if c.StaleTimeout <= 0 {
+		c.StaleTimeout = 5 * time.Minute
+	}
+	if c.StaleTimeout < c.AgentTimeout {
+		c.StaleTimeout = c.AgentTimeout
+	}
+	if c.MaxSkew <= 0 {
+		c.MaxSkew = 30 * time.Second
 	}
 	if c.RateWindow <= 0 {
 		c.RateWindow = 5 * time.Second
@@ -67,6 +92,10 @@ type Stats struct {
 	Dropped    uint64
 	Completed  []Finished // pulls finished since the last call
 	BytesAdded map[string]int64
+	// ExpiredNodes left the store since the last call: their metric series go too.
+	ExpiredNodes []string
+	// HeldBytes is the estimated memory of the held pulls.
+	HeldBytes int64
 }
 
 // Finished is one completed or failed pull, for duration and error metrics.
@@ -78,6 +107,7 @@ type Finished struct {
 
 type entry struct {
 	pull       api.Pull
+	size       int64 // pullSize(&pull), as counted in Store.held
 	rate       float64
 	lastBytes  int64
 	lastAt     time.Time
@@ -107,6 +137,8 @@ type Store struct {
 	queued   map[string]*entry
 	dropped  uint64
 	finished []Finished
+	expired  []string
+	held     int64 // sum of entry.size
 	bytes    map[string]int64
 	total    int
 }
@@ -120,14 +152,32 @@ func New(cfg Config, corr Correlator, sink Sink) *Store {
 	return &Store{cfg: cfg, corr: corr, sink: sink, nodes: map[string]*node{}, queued: map[string]*entry{}, bytes: map[string]int64{}}
 }
 
-// Apply merges one validated report and takes ownership of it: the caller must not touch
-// r afterwards (the HTTP handler decodes a fresh one per request). It returns resync=true when the report was a
-// heartbeat the store cannot use (it lacks that agent's state) and the agent should send
-// a full snapshot.
-func (s *Store) Apply(r *api.AgentReport) (resync bool) {
+// Result is what became of one report.
+type Result struct {
+	// Resync: the report was a heartbeat the store cannot use (it lacks that agent's
+	// state); the agent should send a full snapshot.
+	Resync bool
+	// Ignored says why a valid report was not applied; empty when it was.
+	Ignored string
+}
+
+// Apply merges one validated report; see ApplyReport.
+func (s *Store) Apply(r *api.AgentReport) (resync bool) { return s.ApplyReport(r, nil).Resync }
+
+// ApplyReport merges one report whose header validated and takes ownership of it: the
+// caller must not touch r afterwards (the HTTP handler decodes a fresh one per request).
+// The pulls named in skip (invalid ones) are left out: they are neither applied nor taken
+// for pulls the agent stopped reporting, so one bad pull costs the node nothing else.
+func (s *Store) ApplyReport(r *api.AgentReport, skip []api.PullRejection) Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
+	// The agent's clock orders its reports and times its rates, but only within MaxSkew
+	// of ours: a stamp from far away (a broken clock, a hostile client) is replaced.
+	ts := r.Timestamp
+	if d := ts.Sub(now); d > s.cfg.MaxSkew || d < -s.cfg.MaxSkew {
+		ts = now
+	}
 	n := s.nodes[r.NodeName]
 	if n == nil {
 		n = &node{pulls: map[string]*entry{}}
@@ -136,31 +186,43 @@ func (s *Store) Apply(r *api.AgentReport) (resync bool) {
 	sameAgent := n.agentID == r.AgentID
 	if r.Heartbeat {
 		if !sameAgent || r.Sequence != n.seq {
-			return true
+			return Result{Resync: true}
 		}
 		n.lastSeen, n.connected = now, r.ContainerdConnected
-		return false
+		return Result{}
 	}
 	// Snapshots replace each other, so only the newest matters: a duplicate or an older
 	// one that arrives late is ignored rather than rolling the node back.
 	if sameAgent && r.Sequence <= n.seq {
 		n.lastSeen = now
-		return false
+		return Result{Ignored: fmt.Sprintf("sequence %d is not newer than %d, already applied", r.Sequence, n.seq)}
 	}
-	if !sameAgent && n.agentID != "" && r.Timestamp.Before(n.ts) {
-		return false
+	// A new agent id takes over the node (the agent restarted) unless its report is older
+	// than the current agent's newest while that agent still reports: then it is a late
+	// report of an agent that has since been replaced.
+	if !sameAgent && n.agentID != "" && ts.Before(n.ts) && now.Sub(n.lastSeen) < s.cfg.AgentTimeout {
+		return Result{Ignored: fmt.Sprintf("agent %s was replaced by agent %s, whose newest report is later", r.AgentID, n.agentID)}
 	}
-	n.agentID, n.seq, n.ts, n.lastSeen, n.connected = r.AgentID, r.Sequence, r.Timestamp, now, r.ContainerdConnected
+	n.agentID, n.seq, n.ts, n.lastSeen, n.connected = r.AgentID, r.Sequence, ts, now, r.ContainerdConnected
 	n.gen++
 
 	var events []api.PullEvent
 	seen := make(map[string]bool, len(r.Pulls))
+	skipped := make(map[int]bool, len(skip))
+	for _, rej := range skip {
+		skipped[rej.Index] = true
+	}
 	for i := range r.Pulls {
+		if id := r.Pulls[i].ID; id != "" {
+			seen[id] = true
+		}
+		if skipped[i] {
+			continue
+		}
 		// The decoded report belongs to this call alone: its pulls are taken, not copied.
 		in := r.Pulls[i]
 		in.NodeName = r.NodeName
-		seen[in.ID] = true
-		events = s.upsert(events, n, in, r.Timestamp, now)
+		events = s.upsert(events, n, in, ts, now)
 	}
 	for id, e := range n.pulls {
 		if seen[id] || e.pull.State.Finished() {
@@ -176,7 +238,38 @@ func (s *Store) Apply(r *api.AgentReport) (resync bool) {
 	events = s.requeue(events, now, r.NodeName)
 	events = s.bound(events, n, now)
 	s.sink(events)
-	return false
+	return Result{}
+}
+
+// DefaultMaxBytes bounds the held pulls' estimated memory; see docs/benchmarks.md for
+// what the whole server then takes.
+const DefaultMaxBytes = 32 << 20
+
+// pullSize estimates the memory a held pull takes: the struct, its strings and slices.
+// It errs high (a layer costs its digest and media type, which agents often share).
+func pullSize(p *api.Pull) int64 {
+	n := 400 + len(p.ID) + len(p.NodeName) + len(p.ImageRef) + len(p.Repository) + len(p.ManifestDigest) + len(p.IndexDigest) + len(p.Error)
+	for i := range p.Layers {
+		n += 64 + len(p.Layers[i].Digest) + len(p.Layers[i].MediaType)
+	}
+	for i := range p.Pods {
+		n += 48 + len(p.Pods[i].Namespace) + len(p.Pods[i].PodName) + len(p.Pods[i].Container)
+	}
+	return int64(n)
+}
+
+// set replaces an entry's pull, keeping the memory estimate.
+func (s *Store) set(e *entry, p api.Pull) {
+	e.pull = p
+	sz := pullSize(&e.pull)
+	s.held += sz - e.size
+	e.size = sz
+}
+
+// forget takes an entry out of the memory estimate when it leaves the store.
+func (s *Store) forget(e *entry) {
+	s.held -= e.size
+	e.size = 0
 }
 
 func (s *Store) upsert(events []api.PullEvent, n *node, in api.Pull, reportAt, now time.Time) []api.PullEvent {
@@ -204,7 +297,7 @@ func (s *Store) upsert(events []api.PullEvent, n *node, in api.Pull, reportAt, n
 			e.finishedAt = now
 			events = s.finishEvents(events, &started, &in, now)
 		}
-		e.pull = in
+		s.set(e, in)
 		return events
 	}
 	if e.pull.State.Finished() {
@@ -233,10 +326,10 @@ func (s *Store) transition(events []api.PullEvent, e *entry, in api.Pull, now ti
 	if in.State.Finished() {
 		e.finishedAt = now
 		events = s.finishEvents(events, &old, &in, now)
-		e.pull = in
+		s.set(e, in)
 		return events
 	}
-	e.pull = in
+	s.set(e, in)
 	events = s.layerEvents(events, &old, &in, now)
 	if !old.Equal(&in) {
 		events = append(events, s.event(api.EventPullProgress, &in, nil, now))
@@ -379,7 +472,7 @@ func (s *Store) Recorrelate(nodes []string, touches func(p *api.Pull) bool) {
 		}
 		s.derive(c.e, &in)
 		if !c.e.pull.Equal(&in) {
-			c.e.pull = in
+			s.set(c.e, in)
 			events = append(events, s.event(api.EventPullProgress, &in, nil, now))
 		}
 	}
@@ -509,6 +602,7 @@ func (s *Store) applyQueued(events []api.PullEvent, now time.Time, node string, 
 		}
 		if _, ok := want[id]; !ok {
 			delete(s.queued, id)
+			s.forget(e)
 			events = append(events, s.event(api.EventPullRemoved, &e.pull, nil, now))
 		}
 	}
@@ -524,7 +618,7 @@ func (s *Store) applyQueued(events []api.PullEvent, now time.Time, node string, 
 			continue
 		}
 		wasFailed := !isNew && e.pull.State == api.PullFailed
-		e.pull = q
+		s.set(e, q)
 		switch {
 		case isNew:
 			events = append(events, s.event(api.EventPullStarted, &q, nil, now))
@@ -542,34 +636,55 @@ func (s *Store) applyQueued(events []api.PullEvent, now time.Time, node string, 
 	return events
 }
 
-// Expire drops history older than the TTL and forgets silent agents; call it now and then.
+// Expire drops history older than the TTL, marks the unfinished pulls of silent agents
+// stalled and then failed, and forgets nodes silent for the TTL; call it now and then.
 func (s *Store) Expire() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
 	var events []api.PullEvent
 	for name, n := range s.nodes {
+		silent := now.Sub(n.lastSeen)
 		for id, e := range n.pulls {
-			if e.pull.State.Finished() && now.Sub(e.finishedAt) > s.cfg.HistoryTTL {
-				delete(n.pulls, id)
-				n.gen++
-				s.total--
-				events = append(events, s.event(api.EventPullRemoved, &e.pull, nil, now))
+			if e.pull.State.Finished() {
+				if now.Sub(e.finishedAt) > s.cfg.HistoryTTL {
+					delete(n.pulls, id)
+					n.gen++
+					s.forget(e)
+					s.total--
+					events = append(events, s.event(api.EventPullRemoved, &e.pull, nil, now))
+				}
+				continue
+			}
+			switch {
+			case silent > s.cfg.StaleTimeout:
+				p := e.pull.Clone()
+				p.State = api.PullFailed
+				p.Error = fmt.Sprintf("the node's agent stopped reporting %s ago; the pull's outcome is unknown", silent.Round(time.Second))
+				events = s.transition(events, e, p, now)
+			case silent > s.cfg.AgentTimeout && e.pull.State == api.PullActive:
+				// Stale: no byte can be known to move while nobody reports. A report from
+				// the agent makes it active again.
+				p := e.pull.Clone()
+				p.State = api.PullStalled
+				events = s.transition(events, e, p, now)
 			}
 		}
-		if len(n.pulls) == 0 && now.Sub(n.lastSeen) > s.cfg.HistoryTTL {
+		if len(n.pulls) == 0 && silent > s.cfg.HistoryTTL {
 			delete(s.nodes, name)
 			delete(s.bytes, name)
+			s.expired = append(s.expired, name)
 		}
 	}
 	s.sink(events)
 }
 
-// bound enforces the per-node and total caps, dropping the oldest finished pulls first
-// and active ones only when history alone cannot make room.
+// bound enforces the per-node, total and memory caps, dropping the oldest finished pulls
+// first and active ones only when history alone cannot make room.
 func (s *Store) bound(events []api.PullEvent, n *node, now time.Time) []api.PullEvent {
-	drop := func(nd *node, over int) {
-		if over <= 0 {
+	// drop removes nd's pulls in that order while over() holds.
+	drop := func(nd *node, over func() bool) {
+		if nd == nil || !over() {
 			return
 		}
 		es := make([]*entry, 0, len(nd.pulls))
@@ -586,24 +701,34 @@ func (s *Store) bound(events []api.PullEvent, n *node, now time.Time) []api.Pull
 			}
 			return a.pull.StartedAt.Compare(b.pull.StartedAt)
 		})
-		for _, e := range es[:min(over, len(es))] {
+		for _, e := range es {
+			if !over() {
+				break
+			}
 			delete(nd.pulls, e.pull.ID)
 			nd.gen++
+			s.forget(e)
 			s.total--
 			s.dropped++
 			events = append(events, s.event(api.EventPullRemoved, &e.pull, nil, now))
 		}
 	}
-	drop(n, len(n.pulls)-s.cfg.MaxPerNode)
-	if over := s.total - s.cfg.MaxTotal; over > 0 {
-		// Take from the node with the most pulls: it is the one flooding the store.
+	drop(n, func() bool { return len(n.pulls) > s.cfg.MaxPerNode })
+	// Take from the node with the most pulls: it is the one flooding the store.
+	overTotal := func() bool { return s.total > s.cfg.MaxTotal || s.held > s.cfg.MaxBytes }
+	for overTotal() {
 		var big *node
 		for _, nd := range s.nodes {
-			if big == nil || len(nd.pulls) > len(big.pulls) {
+			if len(nd.pulls) > 0 && (big == nil || len(nd.pulls) > len(big.pulls)) {
 				big = nd
 			}
 		}
-		drop(big, over)
+		if big == nil {
+			break
+		}
+		// One node at a time, so the next largest is chosen again.
+		target := len(big.pulls) - 1
+		drop(big, func() bool { return overTotal() && len(big.pulls) > target })
 	}
 	return events
 }
@@ -634,12 +759,71 @@ func (s *Store) pullsLocked(f api.Filter) []api.Pull {
 	return out
 }
 
-// Snapshot runs fn with the current pulls while holding the lock, so a new SSE client
-// can register between the snapshot and the next event without missing or repeating one.
-func (s *Store) Snapshot(f api.Filter, fn func(pulls []api.Pull)) {
+// SnapshotPulls copies the pulls matching f, unsorted, and returns at() read under the same
+// lock: the SSE position the copy stands at (publishing runs under this lock too). The
+// copies are shallow: a stored pull is replaced, never edited in place, so its slices are
+// safe to read after the lock is gone; the caller must not modify them.
+func (s *Store) SnapshotPulls(f api.Filter, at func() uint64) ([]api.Pull, uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fn(s.pullsLocked(f))
+	out := make([]api.Pull, 0, s.total+len(s.queued))
+	s.each(func(e *entry) {
+		if f.Match(&e.pull) {
+			out = append(out, e.pull)
+		}
+	})
+	return out, at()
+}
+
+func (s *Store) each(fn func(e *entry)) {
+	for _, n := range s.nodes {
+		for _, e := range n.pulls {
+			fn(e)
+		}
+	}
+	for _, e := range s.queued {
+		fn(e)
+	}
+}
+
+// List returns one page of the pulls matching f in api.ComparePulls order: at most limit
+// pulls that sort after the pull after (nil: from the start), and how many more match.
+// The lock is held for one pass that keeps only the best 2*limit candidates (shallow
+// copies, see SnapshotPulls), so a page costs memory for its own pulls, not the store's.
+func (s *Store) List(f api.Filter, limit int, after *api.Pull) (page []api.Pull, remaining int) {
+	if limit <= 0 {
+		limit = 1
+	}
+	less := func(a, b api.Pull) int { return api.ComparePulls(&a, &b) }
+	buf := make([]api.Pull, 0, min(2*limit, s.size()+1))
+	matched := 0
+	s.mu.Lock()
+	s.each(func(e *entry) {
+		if !f.Match(&e.pull) || (after != nil && api.ComparePulls(&e.pull, after) <= 0) {
+			return
+		}
+		matched++
+		buf = append(buf, e.pull)
+		if len(buf) == cap(buf) && len(buf) > limit {
+			slices.SortFunc(buf, less)
+			clear(buf[limit:])
+			buf = buf[:limit]
+		}
+	})
+	s.mu.Unlock()
+	slices.SortFunc(buf, less)
+	if len(buf) > limit {
+		clear(buf[limit:])
+		buf = buf[:limit]
+	}
+	return buf, matched - len(buf)
+}
+
+// size is a hint for how many pulls are held; read without the lock it may be stale.
+func (s *Store) size() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total + len(s.queued)
 }
 
 // TakeStats returns gauges and the finished pulls and bytes since the last call.
@@ -647,8 +831,8 @@ func (s *Store) TakeStats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
-	st := Stats{Dropped: s.dropped, Completed: s.finished, BytesAdded: s.bytes}
-	s.finished, s.bytes = nil, map[string]int64{}
+	st := Stats{Dropped: s.dropped, Completed: s.finished, BytesAdded: s.bytes, ExpiredNodes: s.expired, HeldBytes: s.held}
+	s.finished, s.bytes, s.expired = nil, map[string]int64{}, nil
 	for _, n := range s.nodes {
 		if now.Sub(n.lastSeen) <= s.cfg.AgentTimeout {
 			st.Agents++

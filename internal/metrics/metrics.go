@@ -21,6 +21,8 @@ type Server struct {
 	pullErrors   *prometheus.CounterVec
 	reports      *prometheus.CounterVec
 	sseClients   prometheus.Gauge
+	sseRejected  prometheus.Counter
+	sseRejSeen   uint64
 	dropped      prometheus.Counter
 	droppedSeen  uint64
 	buildInfo    *prometheus.GaugeVec
@@ -49,14 +51,16 @@ func NewServer(version string) *Server {
 			Name: "pulltrace_reports_total", Help: "Agent reports received, by result (accepted, heartbeat, unauthorized, invalid, too_large, error).",
 		}, []string{"result"}),
 		sseClients: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pulltrace_sse_clients", Help: "Connected SSE clients."}),
-		dropped:    prometheus.NewCounter(prometheus.CounterOpts{Name: "pulltrace_pulls_dropped_total", Help: "Pulls dropped from memory by the per-node or total cap before their history TTL."}),
+		sseRejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "pulltrace_sse_rejected_total",
+			Help: "SSE followers turned away with 503 because the follower cap (--max-followers) was reached."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "pulltrace_pulls_dropped_total", Help: "Pulls dropped from memory by the per-node or total cap before their history TTL."}),
 		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pulltrace_build_info", Help: "Always 1; the version label says which build runs.",
 		}, []string{"version", "schema"}),
 	}
 	m.buildInfo.WithLabelValues(version, api.SchemaVersion).Set(1)
 	m.Registry.MustRegister(m.pullsActive, m.pullsTotal, m.pullDuration, m.pullBytes, m.agents, m.pullErrors,
-		m.reports, m.sseClients, m.dropped, m.buildInfo,
+		m.reports, m.sseClients, m.sseRejected, m.dropped, m.buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -64,8 +68,13 @@ func NewServer(version string) *Server {
 // Report counts one report by result.
 func (m *Server) Report(result string) { m.reports.WithLabelValues(result).Inc() }
 
-// Observe folds the store's stats in; call it after each change and periodically.
-func (m *Server) Observe(st aggregate.Stats, sseClients int) {
+// Observe folds the store's and the stream's stats in; call it periodically.
+// sseRejected is the stream's running count of followers turned away.
+func (m *Server) Observe(st aggregate.Stats, sseClients int, sseRejected uint64) {
+	if sseRejected > m.sseRejSeen {
+		m.sseRejected.Add(float64(sseRejected - m.sseRejSeen))
+		m.sseRejSeen = sseRejected
+	}
 	m.pullsActive.Set(float64(st.Active))
 	m.agents.Set(float64(st.Agents))
 	m.sseClients.Set(float64(sseClients))
@@ -87,5 +96,12 @@ func (m *Server) Observe(st aggregate.Stats, sseClients int) {
 		if b > 0 {
 			m.pullBytes.WithLabelValues(node).Add(float64(b))
 		}
+	}
+	// A node that left the store takes its series along: node names must not pile up.
+	for _, node := range st.ExpiredNodes {
+		labels := prometheus.Labels{"node": node}
+		m.pullsTotal.DeletePartialMatch(labels)
+		m.pullBytes.DeletePartialMatch(labels)
+		m.pullErrors.DeletePartialMatch(labels)
 	}
 }

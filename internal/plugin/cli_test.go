@@ -19,11 +19,11 @@ func TestGetFiltersBecomeQueryParameters(t *testing.T) {
 		args []string
 		want url.Values
 	}{
-		{[]string{"get"}, url.Values{"namespace": {"default"}}},
-		{[]string{"get", "-A"}, url.Values{}},
+		{[]string{"get"}, url.Values{"namespace": {"default"}, "limit": {"500"}}},
+		{[]string{"get", "-A"}, url.Values{"limit": {"500"}}},
 		{[]string{"get", "pulls", "web", "-n", "shop", "--node", "n1", "--image", "nginx", "--state", "active,queued"},
-			url.Values{"namespace": {"shop"}, "pod": {"web"}, "node": {"n1"}, "image": {"nginx"}, "state": {"active,queued"}}},
-		{[]string{"get", "pod/web", "--state", "failed", "--state", "stalled"}, url.Values{"namespace": {"default"}, "pod": {"web"}, "state": {"failed,stalled"}}},
+			url.Values{"namespace": {"shop"}, "pod": {"web"}, "node": {"n1"}, "image": {"nginx"}, "state": {"active,queued"}, "limit": {"500"}}},
+		{[]string{"get", "pod/web", "--state", "failed", "--state", "stalled"}, url.Values{"namespace": {"default"}, "pod": {"web"}, "state": {"failed,stalled"}, "limit": {"500"}}},
 	}
 	for _, c := range cases {
 		f.queries = nil
@@ -169,5 +169,27 @@ func TestInstallDryRunWithoutCluster(t *testing.T) {
 	code, _, stderr = f.exec(t, false, "install", "--dry-run", "--set", "server.replicas=many")
 	if code == 0 || !strings.Contains(stderr, "error: ") {
 		t.Fatalf("bad value accepted (%d): %s", code, stderr)
+	}
+}
+
+// get reads every page of the list: it follows metadata.continue until the last page.
+func TestGetReadsEveryPage(t *testing.T) {
+	f := newFakeAPI(t)
+	f.pages = []api.PullList{
+		{Metadata: &api.ListMeta{Continue: "1"}, Pulls: []api.Pull{pull("p1", api.PullActive, 3<<20, 12<<20, webPod)}},
+		{Metadata: &api.ListMeta{Continue: "2"}, Pulls: []api.Pull{pull("p2", api.PullActive, 3<<20, 12<<20, webPod)}},
+		{Metadata: &api.ListMeta{}, Pulls: []api.Pull{pull("p3", api.PullActive, 3<<20, 12<<20, webPod)}},
+	}
+	code, stdout, stderr := f.exec(t, false, "get", "-A", "-o", "json")
+	if code != 0 || len(f.queries) != 3 {
+		t.Fatalf("exit %d queries %v\n%s", code, f.queries, stderr)
+	}
+	for _, id := range []string{"p1", "p2", "p3"} {
+		if !strings.Contains(stdout, `"id": "`+id+`"`) && !strings.Contains(stdout, `"id":"`+id+`"`) {
+			t.Errorf("output lacks %s:\n%s", id, stdout)
+		}
+	}
+	if q, _ := url.ParseQuery(f.queries[2]); q.Get("continue") != "2" {
+		t.Fatalf("third request %q", f.queries[2])
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +44,7 @@ type fakeAPI struct {
 	lastIDs     []string
 	queries     []string
 	pulls       api.PullList
+	pages       []api.PullList // served by continue index when set
 	forbidProxy bool
 	unready     bool // the Service exists, its pods are not ready
 	// podSelectors are the label selectors pod lists asked for (every pod is returned).
@@ -147,6 +149,11 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		f.queries = append(f.queries, r.URL.RawQuery)
 		switch "/" + strings.Join(parts[7:], "/") {
 		case "/api/v1/pulls":
+			if len(f.pages) > 0 {
+				i, _ := strconv.Atoi(r.URL.Query().Get("continue"))
+				writeJSON(w, f.pages[min(i, len(f.pages)-1)])
+				break
+			}
 			writeJSON(w, f.pulls)
 		case "/api/v1/version":
 			writeJSON(w, map[string]string{"version": "v9.9.9", "schemaVersion": "v1"})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"k8s.io/client-go/kubernetes"
@@ -84,16 +85,26 @@ func (s *Server) getJSON(ctx context.Context, path string, q url.Values, out any
 }
 
 // Pulls lists the pulls that pass f.
+// The list comes in pages (limit and continue, as a Kubernetes list); all of them are read.
 func (s *Server) Pulls(ctx context.Context, f api.Filter) (*api.PullList, error) {
-	var l api.PullList
-	if err := s.getJSON(ctx, "/api/v1/pulls", f.Query(), &l); err != nil {
-		return nil, err
+	out := &api.PullList{SchemaVersion: api.SchemaVersion, Pulls: []api.Pull{}}
+	q := f.Query()
+	q.Set("limit", strconv.Itoa(pageSize))
+	for {
+		var l api.PullList
+		if err := s.getJSON(ctx, "/api/v1/pulls", q, &l); err != nil {
+			return nil, err
+		}
+		out.Pulls = append(out.Pulls, l.Pulls...)
+		if l.Metadata == nil || l.Metadata.Continue == "" || len(l.Pulls) == 0 {
+			return out, nil
+		}
+		q.Set("continue", l.Metadata.Continue)
 	}
-	if l.Pulls == nil {
-		l.Pulls = []api.Pull{}
-	}
-	return &l, nil
 }
+
+// pageSize is how many pulls one request of Pulls asks for.
+const pageSize = 500
 
 // Version asks the server for its version.
 func (s *Server) Version(ctx context.Context) (*api.ServerVersion, error) {

@@ -27,18 +27,60 @@ import (
 
 // Config is everything the server's flags set.
 type Config struct {
-	Version    string
-	Token      func() (string, error)
-	Aggregate  aggregate.Config
-	Stream     stream.Config
-	MaxReport  int64
-	Kube       kubernetes.Interface // nil: run without Kubernetes
-	Namespaces []string
-	UI         http.Handler
-	Logger     *slog.Logger
+	Version string
+	Token   func() (string, error)
+	// TokenRequired: a token is configured (a token file), so an empty one refuses
+	// reports instead of turning authentication off.
+	TokenRequired bool
+	Aggregate     aggregate.Config
+	Stream        stream.Config
+	MaxReport     int64
+	Kube          kubernetes.Interface // nil: run without Kubernetes
+	Namespaces    []string
+	UI            http.Handler
+	Logger        *slog.Logger
 	// EventLog receives one v1 JSON line per lifecycle event.
 	EventLog io.Writer
 	LogLevel slog.Leveler
+	// HTTP are the listeners' timeouts; zero fields take the defaults.
+	HTTP HTTPLimits
+}
+
+// HTTPLimits bound each connection of both listeners. A request (headers and body) must
+// arrive within ReadTimeout, so a slow body holds a connection for seconds, not forever;
+// idle keep-alive connections close after IdleTimeout. The event stream lifts its read
+// deadline and sets a write deadline per write (stream.Config.WriteTimeout).
+type HTTPLimits struct {
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+}
+
+func (l *HTTPLimits) defaults() {
+	if l.ReadHeaderTimeout <= 0 {
+		l.ReadHeaderTimeout = 10 * time.Second
+	}
+	if l.ReadTimeout <= 0 {
+		l.ReadTimeout = 30 * time.Second
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = 60 * time.Second
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = 60 * time.Second
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = 64 << 10
+	}
+}
+
+// NewHTTPServer is the http.Server both listeners use: the handler with the limits.
+func (l HTTPLimits) NewHTTPServer(h http.Handler) *http.Server {
+	l.defaults()
+	return &http.Server{Handler: h, ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout,
+		WriteTimeout: l.WriteTimeout, IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxHeaderBytes}
 }
 
 // Server is a running Pulltrace server.
@@ -67,7 +109,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LogLevel == nil {
 		cfg.LogLevel = slog.LevelInfo
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, Broker: stream.New(cfg.Stream), Metrics: metrics.NewServer(cfg.Version),
+	s := &Server{cfg: cfg, log: cfg.Logger, Metrics: metrics.NewServer(cfg.Version),
 		events: eventlog.New(cfg.EventLog, cfg.LogLevel)}
 	var corr aggregate.Correlator
 	if cfg.Kube != nil {
@@ -79,6 +121,7 @@ func New(cfg Config) (*Server, error) {
 		s.corr, corr = c, c
 	}
 	s.Store = aggregate.New(cfg.Aggregate, corr, s.sink)
+	s.Broker = stream.New(cfg.Stream, s.Store)
 	return s, nil
 }
 
@@ -106,7 +149,7 @@ func (s *Server) Ready() (bool, string) {
 // Handler is the API, SSE and UI mux.
 func (s *Server) Handler() http.Handler {
 	return httpapi.Handler(httpapi.Config{
-		Store: s.Store, Broker: s.Broker, Token: s.cfg.Token, MaxReportBytes: s.cfg.MaxReport,
+		Store: s.Store, Broker: s.Broker, Token: s.cfg.Token, TokenRequired: s.cfg.TokenRequired, MaxReportBytes: s.cfg.MaxReport,
 		Ready: s.Ready, Version: s.cfg.Version, UI: s.cfg.UI, Logger: s.log,
 		OnReport: func(result string) {
 			s.Metrics.Report(result)
@@ -124,7 +167,7 @@ func (s *Server) MetricsHandler() http.Handler {
 func (s *Server) observe() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.Metrics.Observe(s.Store.TakeStats(), s.Broker.Clients())
+	s.Metrics.Observe(s.Store.TakeStats(), s.Broker.Clients(), s.Broker.Rejected())
 }
 
 // Run serves on the given listeners until ctx ends; background work (informers, expiry,
@@ -142,9 +185,9 @@ func (s *Server) Run(ctx context.Context, api, metricsLn net.Listener) error {
 	go s.background(ctx)
 	// Requests inherit ctx, so SSE streams end when the server stops instead of holding
 	// Shutdown until its timeout.
-	apiSrv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return ctx }}
-	metSrv := &http.Server{Handler: s.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+	apiSrv := s.cfg.HTTP.NewHTTPServer(s.Handler())
+	apiSrv.BaseContext = func(net.Listener) context.Context { return ctx }
+	metSrv := s.cfg.HTTP.NewHTTPServer(s.MetricsHandler())
 	errc := make(chan error, 2)
 	go func() { errc <- serve(apiSrv, api) }()
 	go func() { errc <- serve(metSrv, metricsLn) }()
@@ -179,7 +222,7 @@ func (s *Server) background(ctx context.Context) {
 		case <-t.C:
 		}
 		s.observe()
-		if i%30 == 0 {
+		if i%5 == 0 { // stale agents are noticed within seconds of AgentTimeout
 			s.Store.Expire()
 		}
 	}

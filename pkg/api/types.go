@@ -185,6 +185,13 @@ type AgentReport struct {
 type ReportResponse struct {
 	// Resync asks the agent to send a full snapshot now (the server restarted or never saw it).
 	Resync bool `json:"resync,omitempty"`
+	// Rejected names pulls left out of an applied report because they are invalid (the
+	// rest was applied): the first MaxReportErrors in full, RejectedCount counts them all.
+	Rejected      []PullRejection `json:"rejected,omitempty"`
+	RejectedCount int             `json:"rejectedCount,omitempty"`
+	// Ignored is set when the report was valid but not applied: an older snapshot, or
+	// one from an agent that another agent of the node has replaced. The reason says why.
+	Ignored string `json:"ignored,omitempty"`
 }
 
 // PullList is the body of GET /api/v1/pulls and the data of the stream's `snapshot` event.

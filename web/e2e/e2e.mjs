@@ -237,6 +237,15 @@ async function main() {
   const pageErrors = [];
   const strayRequests = [];
   page.on('pageerror', (e) => pageErrors.push(e.message));
+  // The server's Content-Security-Policy must allow everything the built UI does: a
+  // violation (a blocked script, style or request) fails the run.
+  const cspViolations = [];
+  await page.exposeFunction('__pulltraceCSP', (v) => cspViolations.push(v));
+  await page.addInitScript(() =>
+    document.addEventListener('securitypolicyviolation', (e) =>
+      window.__pulltraceCSP(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'} at ${e.sourceFile}:${e.lineNumber}`),
+    ),
+  );
   page.on('console', (m) => m.type() === 'error' && console.log(`   browser console: ${m.text()}`));
   // Everything the page loads must stay under the base URL: the UI may sit behind a prefix.
   page.on('request', (r) => {
@@ -246,7 +255,10 @@ async function main() {
 
   try {
     step = 'load the page';
-    await page.goto(BASE.href, { waitUntil: 'domcontentloaded' });
+    const resp = await page.goto(BASE.href, { waitUntil: 'domcontentloaded' });
+    const hdrs = resp ? await resp.allHeaders() : {};
+    if (!/frame-ancestors 'none'/.test(hdrs['content-security-policy'] ?? '') || hdrs['referrer-policy'] !== 'no-referrer' || hdrs['x-frame-options'] !== 'DENY')
+      throw new Error(`UI security headers: ${JSON.stringify(hdrs)}`);
     await page.waitForSelector('.conn-live');
     ok('page loaded and the event stream is live');
 
@@ -358,7 +370,8 @@ async function main() {
     step = 'page health';
     if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join('; ')}`);
     if (strayRequests.length) throw new Error(`requests outside the base URL: ${strayRequests.join(', ')}`);
-    ok('no page errors, and every request stayed under the base URL');
+    if (cspViolations.length) throw new Error(`Content-Security-Policy violations: ${cspViolations.join('; ')}`);
+    ok('no page errors, no CSP violation, and every request stayed under the base URL');
   } catch (e) {
     await page.screenshot({ path: path.join(ARTIFACTS, 'failure.png'), fullPage: true }).catch(() => {});
     throw e;

@@ -115,6 +115,16 @@ export interface AgentReport {
 /** The server's answer to an accepted report. */
 export interface ReportResponse {
   resync?: boolean;
+  rejected?: PullRejection[];
+  rejectedCount?: number;
+  ignored?: string;
+}
+
+/** One pull the server left out of an applied report. */
+export interface PullRejection {
+  index: number;
+  id?: string;
+  error: string;
 }
 
 /** Body of GET /api/v1/pulls and data of the SSE `snapshot` event. */
