@@ -24,11 +24,19 @@ import (
 type recorder struct {
 	mu      sync.Mutex
 	reports []api.AgentReport
+	refused []string
 }
 
 func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	var rep api.AgentReport
-	if err := json.NewDecoder(req.Body).Decode(&rep); err != nil || rep.Validate() != nil {
+	err := json.NewDecoder(req.Body).Decode(&rep)
+	if err == nil {
+		err = rep.Validate()
+	}
+	if err != nil {
+		r.mu.Lock()
+		r.refused = append(r.refused, err.Error())
+		r.mu.Unlock()
 		http.Error(w, `{"error":"bad report"}`, http.StatusBadRequest)
 		return
 	}
@@ -36,6 +44,12 @@ func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.reports = append(r.reports, rep)
 	r.mu.Unlock()
 	_, _ = io.WriteString(w, `{}`)
+}
+
+func (r *recorder) refusals() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.refused...)
 }
 
 func (r *recorder) count() int {
@@ -48,6 +62,7 @@ func (r *recorder) count() int {
 type watch struct {
 	mu     sync.Mutex
 	pulls  map[string]*history // by manifest digest
+	byID   map[string][]api.Pull
 	errors []string
 }
 
@@ -74,6 +89,18 @@ func (w *watch) observe(ps []api.Pull) {
 		}
 		h.ids[p.ID] = true
 		h.last = p
+		if hist := w.byID[p.ID]; len(hist) > 0 {
+			prev := hist[len(hist)-1]
+			if p.DownloadedBytes < prev.DownloadedBytes {
+				w.errors = append(w.errors, "downloadedBytes went backwards for "+p.ID)
+			}
+			if prev.State.Finished() && (p.State != prev.State || p.DownloadedBytes != prev.DownloadedBytes) {
+				w.errors = append(w.errors, "finished pull "+p.ID+" changed from "+string(prev.State)+" to "+string(p.State))
+			}
+		}
+		if hist := w.byID[p.ID]; len(hist) == 0 || !hist[len(hist)-1].Identical(&p) {
+			w.byID[p.ID] = append(hist, p)
+		}
 		for _, l := range p.Layers {
 			if h.layerStates[l.Digest] == nil {
 				h.layerStates[l.Digest] = map[api.LayerState]bool{}
@@ -90,26 +117,35 @@ func (w *watch) get(manifest string) *history {
 }
 
 type rig struct {
-	c   *cluster.Cluster
-	a   *agent.Agent
-	rec *recorder
-	w   *watch
+	c    *cluster.Cluster
+	a    *agent.Agent
+	rec  *recorder
+	w    *watch
+	url  string
+	stop func()
 }
 
-func startRig(t *testing.T, rate int64) *rig {
-	if testing.Short() {
-		t.Skip("real containerd test; skipped with -short")
-	}
-	c := cluster.StartT(t, cluster.Options{Containerd: true, PullRate: rate})
+// startAgent runs a fresh agent against the cell's containerd, reporting to a recorder,
+// with the proxy at rate (0: unthrottled). Every case gets its own agent, so a case sees
+// only the pulls it makes.
+func startAgent(t *testing.T, c *cluster.Cluster, rate int64) *rig {
+	c.SetPullRate(rate)
 	rec := &recorder{}
 	hs := httptest.NewServer(rec)
 	t.Cleanup(hs.Close)
-	sender, err := report.New(report.Config{Servers: []string{hs.URL}})
+	r := &rig{c: c, rec: rec, w: &watch{pulls: map[string]*history{}, byID: map[string][]api.Pull{}}, url: hs.URL}
+	r.a = r.runAgent(t)
+	return r
+}
+
+func (r *rig) runAgent(t *testing.T) *agent.Agent {
+	t.Helper()
+	sender, err := report.New(report.Config{Servers: []string{r.url}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, err := agent.New(agent.Config{
-		Socket: c.ContainerdSocket, Namespace: cluster.Namespace, NodeName: "node-real", Version: "test",
+		Socket: r.c.ContainerdSocket, Namespace: cluster.Namespace, NodeName: "node-real", Version: "test",
 		PollInterval: 100 * time.Millisecond, ReportInterval: 200 * time.Millisecond, HeartbeatInterval: time.Second,
 		Tracker: tracker.Config{FailGrace: 2 * time.Second, StallTimeout: 30 * time.Second, AliasWindow: time.Second},
 		Sender:  sender, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -120,7 +156,6 @@ func startRig(t *testing.T, rate int64) *rig {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = a.Run(ctx); close(done) }()
-	w := &watch{pulls: map[string]*history{}}
 	go func() {
 		tk := time.NewTicker(50 * time.Millisecond)
 		defer tk.Stop()
@@ -129,11 +164,12 @@ func startRig(t *testing.T, rate int64) *rig {
 			case <-ctx.Done():
 				return
 			case <-tk.C:
-				w.observe(a.Snapshot())
+				r.w.observe(a.Snapshot())
 			}
 		}
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	r.stop = func() { cancel(); <-done }
+	t.Cleanup(r.stop)
 	deadline := time.Now().Add(10 * time.Second)
 	for ok, why := a.Health(); !ok; ok, why = a.Health() {
 		if time.Now().After(deadline) {
@@ -141,7 +177,7 @@ func startRig(t *testing.T, rate int64) *rig {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return &rig{c: c, a: a, rec: rec, w: w}
+	return a
 }
 
 func push(t *testing.T, c *cluster.Cluster, spec cluster.ImageSpec) *cluster.Image {
@@ -179,13 +215,15 @@ func checkNoErrors(t *testing.T, r *rig) {
 	if len(r.w.errors) > 0 {
 		t.Fatalf("invariants broken: %v", r.w.errors)
 	}
+	if ref := r.rec.refusals(); len(ref) > 0 {
+		t.Fatalf("the server refused %d reports, first: %s", len(ref), ref[0])
+	}
 }
 
 // One multi-layer image through the CRI: every layer seen waiting then downloading, the
 // total equal to the manifest's layer sizes from the first sighting, completion with the
 // exact tagged name. Then a second pull of the same image is reported cached.
-func TestRealPullLayerByLayer(t *testing.T) {
-	r := startRig(t, 4<<20)
+func realPullLayerByLayer(t *testing.T, r *rig) {
 	im := push(t, r.c, cluster.ImageSpec{Repo: "pulltrace/layers", Tag: "v1", LayerSizes: []int64{3 << 20, 3 << 20, 3 << 20, 3 << 20, 3 << 20}})
 	if err := r.c.CRIPull(context.Background(), im.Ref); err != nil {
 		t.Fatal(err)
@@ -252,8 +290,7 @@ func TestRealPullLayerByLayer(t *testing.T) {
 
 // Two different images at once on one node, sharing a base layer: two pulls, each with its
 // own total, each counting the shared layer.
-func TestRealTwoImagesAtOnce(t *testing.T) {
-	r := startRig(t, 6<<20)
+func realTwoImagesAtOnce(t *testing.T, r *rig) {
 	base := push(t, r.c, cluster.ImageSpec{Repo: "pulltrace/base", Tag: "v1", LayerSizes: []int64{2 << 20}})
 	a := push(t, r.c, cluster.ImageSpec{Repo: "pulltrace/a", Tag: "v1", BaseFrom: base, LayerSizes: []int64{3 << 20, 1 << 20}})
 	b := push(t, r.c, cluster.ImageSpec{Repo: "pulltrace/b", Tag: "v2", BaseFrom: base, LayerSizes: []int64{4 << 20}})
@@ -278,15 +315,14 @@ func TestRealTwoImagesAtOnce(t *testing.T) {
 			t.Fatalf("%s does not list the shared base layer first", im.Ref)
 		}
 	}
-	if len(r.a.Snapshot()) != 2 {
-		t.Fatalf("want exactly two pulls, got %d", len(r.a.Snapshot()))
+	if n := len(r.a.Snapshot()); n != 2 {
+		t.Fatalf("want exactly two pulls, got %d", n)
 	}
 	checkNoErrors(t, r)
 }
 
 // A pull cancelled half-way (the kubelet gives up) is failed, not completed.
-func TestRealCancelledPull(t *testing.T) {
-	r := startRig(t, 2<<20)
+func realCancelledPull(t *testing.T, r *rig) {
 	im := push(t, r.c, cluster.ImageSpec{Repo: "pulltrace/cancel", Tag: "v1", LayerSizes: []int64{6 << 20, 6 << 20}})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -308,8 +344,7 @@ func TestRealCancelledPull(t *testing.T) {
 
 // containerd killed mid-pull and restarted: the agent reconnects, and the pull (retried by
 // the "kubelet") either completes at the manifest's size or is failed, never completed short.
-func TestRealContainerdRestart(t *testing.T) {
-	r := startRig(t, 2<<20)
+func realContainerdRestart(t *testing.T, r *rig) {
 	im := push(t, r.c, cluster.ImageSpec{Repo: "pulltrace/restart", Tag: "v1", LayerSizes: []int64{4 << 20, 4 << 20}})
 	errc := make(chan error, 1)
 	go func() { errc <- r.c.CRIPull(context.Background(), im.Ref) }()
@@ -352,8 +387,7 @@ func TestRealContainerdRestart(t *testing.T) {
 }
 
 // With containerd gone the agent stays up, says why on /healthz, and recovers.
-func TestRealAgentWithoutContainerd(t *testing.T) {
-	r := startRig(t, 0)
+func realAgentWithoutContainerd(t *testing.T, r *rig) {
 	r.c.KillContainerd()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -57,6 +57,15 @@ type Options struct {
 	// MaxConcurrentDownloads is the CRI's per-pull layer concurrency; 0 means 3, the
 	// kubelet default the Pulltrace tests are written against.
 	MaxConcurrentDownloads int
+	// ContainerdVersion picks the containerd build: "" is hack/components.sh's default,
+	// "v2.0.14" the component containerd-v2.0.14 (`hack/components.sh matrix` builds them).
+	ContainerdVersion string
+	// LocalPull makes the CRI pull with containerd's local client instead of the transfer
+	// service (use_local_image_pull, containerd 2.1 and later). 2.0 has only the local path.
+	LocalPull bool
+	// ContainerdDebug runs containerd at debug log level; among much else, the CRI then
+	// logs which pull path each pull takes.
+	ContainerdDebug bool
 	// Components is hack/components.sh; empty means search upwards from the working dir.
 	Components string
 	// Logger receives the harness's own log; nil means a file in the cluster folder.
@@ -123,22 +132,33 @@ type Cluster struct {
 
 // componentBins lists the binaries checked for each hack/components.sh component.
 func componentBins(name string) []string {
-	switch name {
-	case "containerd":
+	switch {
+	case name == "containerd":
 		return []string{"containerd", "ctr", "containerd-shim-runc-v2"}
-	case "kube":
+	case strings.HasPrefix(name, "containerd-"):
+		// The matrix builds run pulls only, no containers: no shim.
+		return []string{"containerd", "ctr"}
+	case name == "kube":
 		return []string{"etcd", "kube-apiserver", "kubelet", "kube-controller-manager", "kube-scheduler"}
-	case "cni":
+	case name == "cni":
 		return []string{"bridge", "host-local", "loopback"}
 	default:
 		return []string{name}
 	}
 }
 
+// containerdComponent is the hack/components.sh name of the containerd build to run.
+func (o Options) containerdComponent() string {
+	if o.ContainerdVersion == "" {
+		return "containerd"
+	}
+	return "containerd-" + o.ContainerdVersion
+}
+
 func (o Options) components() []string {
 	var c []string
 	if o.Containerd {
-		c = append(c, "containerd", "crictl")
+		c = append(c, o.containerdComponent(), "crictl")
 	}
 	if o.Registry || o.Containerd {
 		c = append(c, "registry")
@@ -478,7 +498,7 @@ func (c *Cluster) Env() map[string]string {
 		env["PULLTRACE_REGISTRY_DIRECT"] = c.RegistryAddr
 	}
 	var path []string
-	for _, n := range []string{"containerd", "crictl", "registry", "kube", "runc"} {
+	for _, n := range []string{c.opts.containerdComponent(), "crictl", "registry", "kube", "runc"} {
 		if d, ok := c.bins[n]; ok {
 			path = append(path, d)
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,9 +37,22 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 	if err := c.writeHostsTOML(c.RegistryAddr); err != nil {
 		return err
 	}
+	cfgVersion, err := c.containerdConfigVersion(ctx)
+	if err != nil {
+		return err
+	}
+	localPull := ""
+	// 2.0 pulls with the local client only and has no such setting.
+	if c.opts.LocalPull && !strings.HasPrefix(c.opts.ContainerdVersion, "v2.0.") {
+		localPull = "\n    use_local_image_pull = true"
+	}
+	logLevel := "info"
+	if c.opts.ContainerdDebug {
+		logLevel = "debug"
+	}
 	// Every path containerd would default to a system location (/etc, /opt, /run, /var)
 	// is pinned into the folder, so two clusters never share anything.
-	cfg := fmt.Sprintf(`version = 4
+	cfg := fmt.Sprintf(`version = %[12]d
 root = %[1]q
 state = %[2]q
 temp = %[3]q
@@ -50,7 +64,7 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.de
   'io.containerd.differ.v1.erofs', 'io.containerd.mount-handler.v1.erofs']
 
 [debug]
-  level = 'info'
+  level = %[14]q
 
 [plugins]
   [plugins.'io.containerd.server.v1.grpc']
@@ -65,7 +79,7 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.de
     path = %[6]q
   [plugins.'io.containerd.cri.v1.images']
     snapshotter = 'overlayfs'
-    max_concurrent_downloads = %[7]d
+    max_concurrent_downloads = %[7]d%[13]s
     [plugins.'io.containerd.cri.v1.images'.registry]
       config_path = %[8]q
   [plugins.'io.containerd.cri.v1.runtime']
@@ -82,7 +96,8 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.de
     bin_dir = %[11]q
 `, filepath.Join(d, "root"), filepath.Join(d, "state"), filepath.Join(d, "tmp"), sock, sock+".ttrpc",
 		filepath.Join(d, "opt"), c.opts.MaxConcurrentDownloads, filepath.Join(d, "certs.d"),
-		filepath.Join(d, "cni/bin"), filepath.Join(d, "cni/net.d"), filepath.Join(d, "image-verifier/bin"))
+		filepath.Join(d, "cni/bin"), filepath.Join(d, "cni/net.d"), filepath.Join(d, "image-verifier/bin"),
+		cfgVersion, localPull, logLevel)
 	if err := os.WriteFile(filepath.Join(d, "config.toml"), []byte(cfg), 0o644); err != nil {
 		return fmt.Errorf("containerd config: %w", err)
 	}
@@ -92,6 +107,25 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.de
 	}
 	c.ContainerdSocket = sock
 	return c.StartContainerd(ctx)
+}
+
+// containerdConfigVersion asks the containerd binary which config version it writes:
+// 2.0 knows version 3, later releases 4.
+func (c *Cluster) containerdConfigVersion(ctx context.Context) (int, error) {
+	out, err := exec.CommandContext(ctx, c.bin(c.opts.containerdComponent(), "containerd"), "config", "default").Output()
+	if err != nil {
+		return 0, fmt.Errorf("containerd config default: %w", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "version = "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return 0, fmt.Errorf("containerd config default: version %q: %w", v, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, errors.New("containerd config default: no version line")
 }
 
 // writeHostsTOML makes containerd pull from a plain-http loopback registry.
@@ -132,7 +166,7 @@ func (c *Cluster) StartContainerd(ctx context.Context) error {
 		"TMPDIR="+filepath.Join(d, "tmp"),
 		// The tracing exporters stay off even if a plugin slips through the disable list.
 		"OTEL_SDK_DISABLED=true", "OTEL_TRACES_EXPORTER=none")
-	p, err := c.startChild("containerd", c.bin("containerd", "containerd"), []string{
+	p, err := c.startChild("containerd", c.bin(c.opts.containerdComponent(), "containerd"), []string{
 		"--config", filepath.Join(d, "config.toml"),
 		"--root", filepath.Join(d, "root"),
 		"--state", filepath.Join(d, "state"),
@@ -203,7 +237,7 @@ func (c *Cluster) Ctr(ctx context.Context, args ...string) ([]byte, error) {
 	if c.ContainerdSocket == "" {
 		return nil, errors.New("cluster runs without containerd")
 	}
-	return c.runTool(ctx, c.bin("containerd", "ctr"),
+	return c.runTool(ctx, c.bin(c.opts.containerdComponent(), "ctr"),
 		append([]string{"-a", c.ContainerdSocket, "-n", Namespace}, args...))
 }
 

@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -350,3 +351,33 @@ func (l *memLayer) Uncompressed() (io.ReadCloser, error) {
 }
 
 var _ v1.Layer = (*memLayer)(nil)
+
+// TagImage gives a pushed image another tag on the registry (the same manifest or index,
+// so a pull of either tag resolves to the same digests) and returns it under that tag.
+func (c *Cluster) TagImage(ctx context.Context, im *Image, tag string) (*Image, error) {
+	src, err := name.ParseReference(c.RegistryAddr+"/"+im.Repo+"@"+im.Digest, name.Insecure)
+	if err != nil {
+		return nil, fmt.Errorf("tag %s: %w", im.Ref, err)
+	}
+	dst, err := name.NewTag(c.RegistryAddr+"/"+im.Repo+":"+tag, name.Insecure)
+	if err != nil {
+		return nil, fmt.Errorf("tag %s: %w", tag, err)
+	}
+	desc, err := remote.Get(src, remote.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("tag %s: %w", im.Ref, err)
+	}
+	if err := remote.Tag(dst, desc, remote.WithContext(ctx)); err != nil {
+		return nil, fmt.Errorf("tag %s as %s: %w", im.Ref, tag, err)
+	}
+	out := *im
+	out.Tag = tag
+	out.Ref = c.PullRef(im.Repo, tag)
+	out.DirectRef = c.RegistryAddr + "/" + im.Repo + ":" + tag
+	return &out, nil
+}
+
+// DigestRef is the image's reference by digest through the throttling proxy.
+func (im *Image) DigestRef() string {
+	return strings.TrimSuffix(im.Ref, ":"+im.Tag) + "@" + im.Digest
+}
