@@ -9,7 +9,7 @@ BIN := bin
 # is what 2 cores take without timing out.
 GOTEST_P ?= 2
 
-.PHONY: all build web web-deps components test test-unit test-go test-web test-ui test-chart lint bench demo cluster-up cluster-down clean help
+.PHONY: all build web web-deps components components-matrix test test-matrix test-unit test-go test-web test-ui test-chart lint bench demo cluster-up cluster-down clean help
 
 all: build
 
@@ -17,6 +17,7 @@ help:
 	@echo "make demo        run the real local cluster, server, agents and moving pulls (Ctrl-C stops it)"
 	@echo "make test        every test, real components included (builds them once into ~/.cache/pulltrace)"
 	@echo "make test-unit   fast tests only: no containerd, apiserver or browser"
+	@echo "make test-matrix the agent's real containerd tests over every containerd version and pull path"
 	@echo "make build       web UI + bin/pulltrace-server, bin/pulltrace-agent, bin/kubectl-pulltrace"
 	@echo "make images      agent and server OCI images without Docker (REGISTRY=... to push)"
 	@echo "make dist        kubectl-pulltrace archives for krew, sha256s into plugins/krew.yaml"
@@ -40,7 +41,10 @@ build: web
 # containerd, crictl, registry, etcd, kube-apiserver, kubectl, helm, krew: built once per
 # machine into ~/.cache/pulltrace (minutes when cold, nothing when warm).
 components:
-	hack/components.sh all
+	hack/components.sh all containerd-v2.0.14
+
+components-matrix:
+	hack/components.sh all matrix
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './web/node_modules/*')); \
@@ -51,8 +55,18 @@ test-unit: web-deps
 	$(GO) test -short -count=1 ./...
 	cd web && npm test
 
+# The agent's real containerd tests run over the cells PULLTRACE_CONTAINERD_CELLS names
+# (internal/harness/cluster/cells.go): `test` is 2.4.2 transfer, 2.4.2 local and 2.0.14;
+# `matrix` adds 2.2.9 in both paths. Cells beyond the default run the representative cases.
+CONTAINERD_CELLS ?= test
+
 test-go:
-	$(GO) test -count=1 -p $(GOTEST_P) -timeout 20m ./...
+	PULLTRACE_CONTAINERD_CELLS=$(CONTAINERD_CELLS) $(GO) test -count=1 -p $(GOTEST_P) -timeout 20m ./...
+
+# Every containerd cell, every case, in each cell; prints each cell's time.
+test-matrix: components-matrix
+	PULLTRACE_CONTAINERD_CELLS=matrix PULLTRACE_CONTAINERD_ALL_CASES=1 $(GO) test -count=1 -v -timeout 30m \
+	  -run 'TestRealContainerd' ./internal/agent | grep -E '^\s*(--- |ok|FAIL|panic)|cell .* took'
 
 test-web: web-deps
 	cd web && npm test

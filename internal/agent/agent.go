@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,15 +123,50 @@ func (a *Agent) Health() (bool, string) {
 // Snapshot returns the tracker's current pulls.
 func (a *Agent) Snapshot() []api.Pull { return a.tracker.Snapshot() }
 
-// Run works until ctx ends. It returns nil on a clean shutdown.
+// Run works until ctx ends. It returns nil on a clean shutdown, and an
+// *UnsupportedContainerdError at once when containerd is a version the agent cannot read.
 func (a *Agent) Run(ctx context.Context) error {
-	ctx = namespaces.WithNamespace(ctx, a.cfg.Namespace)
+	ctx, cancel := context.WithCancel(namespaces.WithNamespace(ctx, a.cfg.Namespace))
+	defer cancel()
 	var wg sync.WaitGroup
-	wg.Go(func() { a.connectLoop(ctx) })
+	var err error
+	wg.Go(func() {
+		err = a.connectLoop(ctx)
+		cancel()
+	})
 	wg.Go(func() { a.reportLoop(ctx) })
 	wg.Wait()
 	a.src.set(nil)
-	return nil
+	return err
+}
+
+// SupportedContainerd says which containerd releases the agent reads (the v2 content,
+// image and event APIs in namespace k8s.io) and which were tested.
+const SupportedContainerd = "containerd 2.0 and later (tested: 2.0.14, 2.2.9 and 2.4.2, CRI pulls through the transfer service and the local client)"
+
+// UnsupportedContainerdError is a containerd the agent cannot work with.
+type UnsupportedContainerdError struct {
+	Found string
+}
+
+func (e *UnsupportedContainerdError) Error() string {
+	return fmt.Sprintf("containerd %s is not supported: the agent needs %s; upgrade containerd on this node, or do not schedule the agent here", e.Found, SupportedContainerd)
+}
+
+// CheckContainerdVersion refuses containerd 1.x (and anything older): its CRI keeps
+// ingests and image records differently, and the agent was never tested against it. A
+// version string the agent cannot parse (a vendor build) is let through.
+func CheckContainerdVersion(v string) error {
+	s := strings.TrimPrefix(strings.TrimSpace(v), "v")
+	major, _, ok := strings.Cut(s, ".")
+	if !ok {
+		return nil
+	}
+	n, err := strconv.Atoi(major)
+	if err != nil || n >= 2 {
+		return nil
+	}
+	return &UnsupportedContainerdError{Found: v}
 }
 
 func (a *Agent) setState(connected bool, err error) {
@@ -152,15 +189,20 @@ func (a *Agent) setState(connected bool, err error) {
 }
 
 // connectLoop owns the containerd connection: one session (poll + events) at a time,
-// a fresh one after any failure, with capped exponential backoff in between.
-func (a *Agent) connectLoop(ctx context.Context) {
+// a fresh one after any failure, with capped exponential backoff in between. It returns
+// only when ctx ends or containerd is a version the agent does not support.
+func (a *Agent) connectLoop(ctx context.Context) error {
 	failures := 0
 	for ctx.Err() == nil {
 		connected, err := a.session(ctx)
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
 		a.setState(false, err)
+		if unsupported := (*UnsupportedContainerdError)(nil); errors.As(err, &unsupported) {
+			a.log.Error("refusing to start", "socket", a.cfg.Socket, "error", err)
+			return err
+		}
 		if connected {
 			// A working session ended (containerd restarted): setState said so; retry soon,
 			// from the bottom of the backoff.
@@ -175,6 +217,7 @@ func (a *Agent) connectLoop(ctx context.Context) {
 		case <-time.After(wait):
 		}
 	}
+	return nil
 }
 
 // session connects, then polls and follows events until either fails. connected says
@@ -185,8 +228,12 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("connect to containerd at %s: %w", a.cfg.Socket, err)
 	}
 	defer c.Close()
-	if _, err := c.Version(ctx); err != nil {
+	v, err := c.Version(ctx)
+	if err != nil {
 		return false, fmt.Errorf("containerd at %s does not answer: %w", a.cfg.Socket, err)
+	}
+	if err := CheckContainerdVersion(v.Version); err != nil {
+		return true, err
 	}
 	a.src.set(c)
 	defer a.src.set(nil)
