@@ -9,7 +9,7 @@ BIN := bin
 # is what 2 cores take without timing out.
 GOTEST_P ?= 2
 
-.PHONY: all build web web-deps components components-matrix test test-matrix test-unit test-go test-web test-ui test-chart lint bench demo cluster-up cluster-down clean help
+.PHONY: all build web web-deps components components-matrix test test-matrix test-unit test-go test-fuzz test-web test-ui test-chart lint bench demo cluster-up cluster-down clean help
 
 all: build
 
@@ -68,13 +68,17 @@ test-matrix: components-matrix
 	PULLTRACE_CONTAINERD_CELLS=matrix PULLTRACE_CONTAINERD_ALL_CASES=1 $(GO) test -count=1 -v -timeout 30m \
 	  -run 'TestRealContainerd' ./internal/agent | grep -E '^\s*(--- |ok|FAIL|panic)|cell .* took'
 
+# A short run of the report intake fuzzer (decode, validate, apply) over its seed corpus.
+test-fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzIntake$$' -fuzztime=10s ./internal/httpapi
+
 test-web: web-deps
 	cd web && npm test
 
 test-chart:
 	hack/chart-lint.sh
 
-test: components lint web test-web test-chart test-go
+test: components lint web test-web test-chart test-go test-fuzz
 
 bench:
 	hack/bench.sh
