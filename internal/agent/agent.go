@@ -347,23 +347,43 @@ func (a *Agent) outcome(ctx context.Context, o report.Outcome, now time.Time) {
 	var refused *report.RefusedError
 	isRefused := errors.As(o.Err, &refused)
 	a.cfg.Metrics.reported(o.Err, isRefused)
-	if o.Err == nil || ctx.Err() != nil {
+	a.cfg.Metrics.rejected(o.RejectedCount)
+	if ctx.Err() != nil {
 		return
 	}
-	kind, msg := "failed", "report failed; retrying with backoff"
-	if isRefused {
-		kind, msg = "refused", "the server refused the report; sending the next snapshot in a few seconds"
+	switch {
+	case isRefused:
+		a.logLimited(now, o.Endpoint, "refused", "the server refused the report; sending the next snapshot in a few seconds",
+			"endpoint", o.Endpoint, "error", o.Err, "status", refused.Status, "reason", refused.Reason)
+	case o.Err != nil:
+		a.logLimited(now, o.Endpoint, "failed", "report failed; retrying with backoff", "endpoint", o.Endpoint, "error", o.Err)
+	case o.RejectedCount > 0:
+		// The server applied the rest; these pulls stay invisible there until they change.
+		a.logLimited(now, o.Endpoint, "rejected", "the server left invalid pulls out of the report",
+			"endpoint", o.Endpoint, "rejected", o.RejectedCount, "first", rejections(o.Rejected))
+	case o.Ignored != "":
+		a.logLimited(now, o.Endpoint, "ignored", "the server ignored the report", "endpoint", o.Endpoint, "reason", o.Ignored)
 	}
-	key := o.Endpoint + "\x00" + kind
+}
+
+// rejections renders the server's named pulls for a log line.
+func rejections(rs []api.PullRejection) string {
+	parts := make([]string, 0, min(len(rs), 3))
+	for _, r := range rs[:min(len(rs), 3)] {
+		parts = append(parts, fmt.Sprintf("pulls[%d] %s: %s", r.Index, r.ID, r.Error))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// logLimited logs one kind of report trouble per endpoint at most once a minute, with the
+// number of occurrences left out since the last line.
+func (a *Agent) logLimited(now time.Time, endpoint, kind, msg string, args ...any) {
+	key := endpoint + "\x00" + kind
 	st := a.reportLogs[key]
 	if !st.last.IsZero() && now.Sub(st.last) < reportLogEvery {
 		st.suppressed++
 		a.reportLogs[key] = st
 		return
-	}
-	args := []any{"endpoint", o.Endpoint, "error", o.Err}
-	if isRefused {
-		args = append(args, "status", refused.Status, "reason", refused.Reason)
 	}
 	if st.suppressed > 0 {
 		args = append(args, "sinceLastLog", st.suppressed)

@@ -17,6 +17,7 @@ type Metrics struct {
 	pollDuration prometheus.Histogram
 	pollErrors   prometheus.Counter
 	reports      *prometheus.CounterVec
+	rejectedC    prometheus.Counter
 	connectedG   prometheus.Gauge
 	pullsG       prometheus.Gauge
 }
@@ -33,13 +34,16 @@ func NewMetrics() *Metrics {
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pulltrace_agent_reports_total", Help: "Reports sent to servers, by result: ok, refused (the server answered 4xx: invalid, unauthorised, too large), error (unreachable or 5xx).",
 		}, []string{"result"}),
+		rejectedC: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pulltrace_agent_pulls_rejected_total", Help: "Pulls a server left out of an applied report as invalid.",
+		}),
 		connectedG: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pulltrace_agent_containerd_connected", Help: "1 while containerd answers."}),
 		pullsG:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "pulltrace_agent_pulls", Help: "Pulls held (active and recently finished)."}),
 	}
 	for _, r := range []string{"ok", "refused", "error"} {
 		m.reports.WithLabelValues(r)
 	}
-	m.Registry.MustRegister(m.pollDuration, m.pollErrors, m.reports, m.connectedG, m.pullsG,
+	m.Registry.MustRegister(m.pollDuration, m.pollErrors, m.reports, m.rejectedC, m.connectedG, m.pullsG,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -59,6 +63,12 @@ func (m *Metrics) reported(err error, refused bool) {
 		m.reports.WithLabelValues("error").Inc()
 	default:
 		m.reports.WithLabelValues("ok").Inc()
+	}
+}
+
+func (m *Metrics) rejected(n int) {
+	if n > 0 {
+		m.rejectedC.Add(float64(n))
 	}
 }
 

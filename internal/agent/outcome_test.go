@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/d44b/pulltrace/internal/report"
+	"github.com/d44b/pulltrace/pkg/api"
 )
 
 // A server refusing every report (one every few hundred ms) shows in the agent's log
@@ -74,4 +75,41 @@ func reportsCounted(t *testing.T, a *Agent, result string) float64 {
 	}
 	t.Fatalf("no pulltrace_agent_reports_total{result=%q}", result)
 	return 0
+}
+
+// Pulls the server left out of an applied report are logged once a minute with the
+// first ones named, and counted one by one.
+func TestRejectedPullsLoggedAndCounted(t *testing.T) {
+	var logs bytes.Buffer
+	sender, err := report.New(report.Config{Servers: []string{"http://127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{NodeName: "n", Sender: sender, PollInterval: time.Second, ReportInterval: time.Second, HeartbeatInterval: time.Second,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := report.Outcome{Endpoint: "http://10.0.0.1:8080", RejectedCount: 2,
+		Rejected: []api.PullRejection{{Index: 6, ID: "438cea3b1b930e5c", Error: `pulls[6].id: duplicate id "438cea3b1b930e5c"`}}}
+	now := time.Now()
+	for i := range 10 {
+		a.outcome(context.Background(), o, now.Add(time.Duration(i)*time.Second))
+	}
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 || !strings.Contains(logs.String(), "438cea3b1b930e5c") {
+		t.Fatalf("want one line naming the pull:\n%s", logs.String())
+	}
+	mfs, err := a.cfg.Metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "pulltrace_agent_pulls_rejected_total" {
+			if v := mf.GetMetric()[0].GetCounter().GetValue(); v != 20 {
+				t.Fatalf("rejected pulls counted %v, want 20", v)
+			}
+			return
+		}
+	}
+	t.Fatal("no pulltrace_agent_pulls_rejected_total")
 }

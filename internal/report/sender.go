@@ -63,6 +63,11 @@ type Outcome struct {
 	Endpoint string
 	Resync   bool
 	Err      error
+	// Rejected names pulls the server left out of an applied report (invalid), the first
+	// few of RejectedCount; Ignored says why a valid report was not applied at all.
+	Rejected      []api.PullRejection
+	RejectedCount int
+	Ignored       string
 }
 
 // Sender posts reports to every endpoint and backs off per endpoint on failure.
@@ -169,7 +174,8 @@ func (s *Sender) Send(ctx context.Context, full *api.AgentReport, heartbeat bool
 			hb.Heartbeat, hb.Pulls = true, nil
 			r = &hb
 		}
-		resync, err := s.post(ctx, e, r)
+		rr, err := s.post(ctx, e, r)
+		resync := rr.Resync
 		var refused *RefusedError
 		s.mu.Lock()
 		switch {
@@ -189,7 +195,8 @@ func (s *Sender) Send(ctx context.Context, full *api.AgentReport, heartbeat bool
 			}
 		}
 		s.mu.Unlock()
-		outs = append(outs, Outcome{Endpoint: key, Resync: resync, Err: err})
+		outs = append(outs, Outcome{Endpoint: key, Resync: resync, Err: err,
+			Rejected: rr.Rejected, RejectedCount: max(rr.RejectedCount, len(rr.Rejected)), Ignored: rr.Ignored})
 	}
 	s.forget(eps)
 	return outs
@@ -220,28 +227,29 @@ func backoff(failures int, max time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func (s *Sender) post(ctx context.Context, e Endpoint, r *api.AgentReport) (bool, error) {
+func (s *Sender) post(ctx context.Context, e Endpoint, r *api.AgentReport) (api.ReportResponse, error) {
+	var none api.ReportResponse
 	u := e.URL
 	body, err := json.Marshal(r)
 	if err != nil {
-		return false, fmt.Errorf("encode report: %w", err)
+		return none, fmt.Errorf("encode report: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String()+"/api/v1/report", bytes.NewReader(body))
 	if err != nil {
-		return false, err
+		return none, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Host = e.Host
 	tok, err := s.cfg.Token()
 	if err != nil {
-		return false, err
+		return none, err
 	}
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("post report to %s: %w", u.Host, err)
+		return none, fmt.Errorf("post report to %s: %w", u.Host, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -253,16 +261,16 @@ func (s *Sender) post(ctx context.Context, e Endpoint, r *api.AgentReport) (bool
 		}
 		// 408 and 429 ask the agent to slow down: those back off like an outage.
 		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests {
-			return false, &RefusedError{Endpoint: u.Host, Status: resp.StatusCode, Reason: reason}
+			return none, &RefusedError{Endpoint: u.Host, Status: resp.StatusCode, Reason: reason}
 		}
 		if reason != "" {
-			return false, fmt.Errorf("server %s failed the report: %s: %s", u.Host, resp.Status, reason)
+			return none, fmt.Errorf("server %s failed the report: %s: %s", u.Host, resp.Status, reason)
 		}
-		return false, fmt.Errorf("server %s failed the report: %s", u.Host, resp.Status)
+		return none, fmt.Errorf("server %s failed the report: %s", u.Host, resp.Status)
 	}
 	var rr api.ReportResponse
 	if err := json.Unmarshal(b, &rr); err != nil {
-		return false, fmt.Errorf("server %s: bad response: %w", u.Host, err)
+		return none, fmt.Errorf("server %s: bad response: %w", u.Host, err)
 	}
-	return rr.Resync, nil
+	return rr, nil
 }

@@ -218,3 +218,19 @@ func TestRefusedReportsRetrySoon(t *testing.T) {
 		t.Fatalf("503s do not back off: %v", waits)
 	}
 }
+
+// The server applied a report but left pulls out: the outcome names them for the agent.
+func TestRejectedPullsReachTheOutcome(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"rejected":[{"index":2,"id":"abc","error":"pulls[2].id: duplicate id \"abc\""}],"rejectedCount":4}`))
+	}))
+	defer hs.Close()
+	s, err := New(Config{Servers: []string{hs.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs := s.Send(context.Background(), report(1), false, time.Now())
+	if len(outs) != 1 || outs[0].Err != nil || outs[0].RejectedCount != 4 || len(outs[0].Rejected) != 1 || outs[0].Rejected[0].ID != "abc" {
+		t.Fatalf("outcome: %+v", outs)
+	}
+}
