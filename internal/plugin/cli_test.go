@@ -60,12 +60,13 @@ func TestGetOutputs(t *testing.T) {
 	f := newFakeAPI(t)
 	f.pulls = api.PullList{Pulls: []api.Pull{pull("p1", api.PullActive, 3<<20, 12<<20, webPod)}}
 	code, stdout, _ := f.exec(t, false, "get", "-o", "json")
-	var l api.PullList
-	if code != 0 || json.Unmarshal([]byte(stdout), &l) != nil || len(l.Pulls) != 1 || l.Pulls[0].ID != "p1" {
+	var l plugin.PullObjectList
+	if code != 0 || json.Unmarshal([]byte(stdout), &l) != nil || l.APIVersion != "pulltrace.d44b.io/v1" || l.Kind != "PullList" ||
+		len(l.Items) != 1 || l.Items[0].ID != "p1" || l.Items[0].Kind != "Pull" || l.Items[0].Metadata.Name != "p1" || l.Items[0].ImageRef != "registry.local/shop/web:v1" {
 		t.Fatalf("json (%d): %s", code, stdout)
 	}
 	code, stdout, _ = f.exec(t, false, "get", "-o", "yaml")
-	if code != 0 || !strings.Contains(stdout, "pulls:\n- bytesPerSec: 0") || !strings.Contains(stdout, "imageRef: registry.local/shop/web:v1") {
+	if code != 0 || !strings.HasPrefix(stdout, "apiVersion: pulltrace.d44b.io/v1\nitems:\n- apiVersion: pulltrace.d44b.io/v1\n") || !strings.Contains(stdout, "  imageRef: registry.local/shop/web:v1\n") || !strings.Contains(stdout, "kind: PullList\n") {
 		t.Fatalf("yaml (%d): %s", code, stdout)
 	}
 	code, stdout, _ = f.exec(t, false, "get")

@@ -17,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/tools/clientcmd"
@@ -47,8 +48,10 @@ type fakeAPI struct {
 	pages       []api.PullList // served by continue index when set
 	forbidProxy bool
 	unready     bool // the Service exists, its pods are not ready
-	// podSelectors are the label selectors pod lists asked for (every pod is returned).
+	// podSelectors are the label selectors pod lists asked for (every pod is returned
+	// unless selectPods is set).
 	podSelectors []string
+	selectPods   bool
 	// Deployments: every deployment/NAME exists with deploy's generation, observed
 	// generation and replicas; replicaSets (name -> revision) are owned by it.
 	deploy      appsv1.DeploymentStatus
@@ -123,8 +126,13 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 	case len(parts) == 5 && parts[4] == "pods":
 		f.podSelectors = append(f.podSelectors, r.URL.Query().Get("labelSelector"))
 		l := corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}}
+		sel, err := labels.Parse(r.URL.Query().Get("labelSelector"))
+		if err != nil {
+			status(w, 400, "BadRequest", err.Error(), "", "")
+			return
+		}
 		for _, p := range f.pods {
-			if p.Namespace == parts[3] {
+			if p.Namespace == parts[3] && (!f.selectPods || sel.Matches(labels.Set(p.Labels))) {
 				l.Items = append(l.Items, *p)
 			}
 		}
@@ -272,4 +280,18 @@ func (f *fakeAPI) exec(t *testing.T, tty bool, args ...string) (code int, stdout
 	defer cancel()
 	code = plugin.Execute(ctx, o, append([]string{"--kubeconfig", f.kubeconfig()}, args...))
 	return code, out.String(), errOut.String()
+}
+
+// start runs the plugin in the background until stop; out and errOut fill as it runs.
+func (f *fakeAPI) start(t *testing.T, args ...string) (out, errOut *syncBuffer, stop func() int) {
+	t.Helper()
+	out, errOut = &syncBuffer{}, &syncBuffer{}
+	o := plugin.NewOptions(genericiooptions.IOStreams{In: strings.NewReader(""), Out: out, ErrOut: errOut}, "v1.2.3")
+	o.IsTerminal = func(any) bool { return false }
+	o.TerminalWidth = func(any) int { return 0 }
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	done := make(chan int, 1)
+	kc := f.kubeconfig()
+	go func() { done <- plugin.Execute(ctx, o, append([]string{"--kubeconfig", kc}, args...)) }()
+	return out, errOut, func() int { cancel(); return <-done }
 }

@@ -283,12 +283,13 @@ func TestRealPlugin(t *testing.T) {
 		if g.code != 0 {
 			t.Fatalf("get -o json: %d %s", g.code, g.stderr)
 		}
-		var l api.PullList
-		if err := json.Unmarshal([]byte(g.stdout.String()), &l); err != nil {
+		var l plugin.PullObjectList
+		if err := json.Unmarshal([]byte(g.stdout.String()), &l); err != nil || l.Kind != plugin.KindPullList {
 			t.Fatalf("get -o json output: %v\n%s", err, g.stdout)
 		}
 		found := false
-		for _, p := range l.Pulls {
+		for _, it := range l.Items {
+			p := it.Pull
 			if p.ImageRef == im.Ref && p.State == api.PullCompleted && hasPod(&p, "default", "web") {
 				found = true
 			}
