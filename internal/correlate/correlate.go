@@ -330,6 +330,11 @@ func (c *Correlator) Enrich(p *api.Pull) {
 			if p.State.Finished() && ct.status != nil && ct.status.ImageID != "" && !startedAfter(ct.status, p) {
 				continue
 			}
+			// A pod created after a pull finished was served by a later pull of the image
+			// (a re-pull after rmi or image GC, a kubelet retry): not by this one.
+			if p.State.Finished() && p.CompletedAt != nil && pod.CreationTimestamp.After(*p.CompletedAt) {
+				continue
+			}
 			pods = append(pods, api.PodRef{Namespace: pod.Namespace, PodName: pod.Name, Container: ct.name})
 			if e := pullError(ct); e != "" {
 				kubeletErr = e

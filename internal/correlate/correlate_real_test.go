@@ -266,6 +266,42 @@ func TestRealCorrelation(t *testing.T) {
 			t.Fatalf("failed pull: state=%s error=%q, want the kubelet's %q", p.State, p.Error, reason)
 		}
 	})
+	t.Run("a second download of an image gets the pods created after the first finished", func(t *testing.T) {
+		const ref = "registry.example/shop/rounds:1"
+		m := "sha256:" + strings.Repeat("c", 64)
+		r1, err := r.c.CreatePod(ctx, "shop", "round-1", node, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.waiting(r1, "c0", "ContainerCreating", "")
+		first := activePull("p-round-1", node, ref, m, 400)
+		r.report(node, first)
+		r.eventually("round 1 pod on round 1 pull", func() bool { return podNames(r.pull("p-round-1")) == "shop/round-1/c0" })
+		done := first
+		done.State, done.Layers = api.PullCompleted, []api.Layer{{Digest: first.Layers[0].Digest, TotalBytes: 1000, DownloadedBytes: 1000, State: api.LayerDone}}
+		done.Summarize()
+		fin := time.Now().UTC()
+		done.CompletedAt = &fin
+		r.report(node, done)
+		if _, err := r.c.SetContainerRunning(ctx, r1, "c0", m); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1100 * time.Millisecond) // creation timestamps have one-second resolution
+		// The image is removed and the next round's pod asks for it again.
+		r2, err := r.c.CreatePod(ctx, "shop", "round-2", node, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.waiting(r2, "c0", "ContainerCreating", "")
+		second := activePull("p-round-2", node, ref, m, 100)
+		second.StartedAt = time.Now()
+		r.report(node, done, second)
+		r.eventually("round 2 pod on round 2 pull", func() bool { return podNames(r.pull("p-round-2")) == "shop/round-2/c0" })
+		time.Sleep(300 * time.Millisecond) // let re-correlation run
+		if got := podNames(r.pull("p-round-1")); got != "shop/round-1/c0" {
+			t.Fatalf("the finished first pull has pods %q; the second round's pod belongs to the second download", got)
+		}
+	})
 	if t.Failed() {
 		for _, ev := range r.events() {
 			fmt.Println(ev.Type, ev.Pull.ID, ev.Pull.State, podNames(ev.Pull), ev.Pull.Error)
