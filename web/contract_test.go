@@ -67,6 +67,8 @@ func TestAPITypesMirrorGo(t *testing.T) {
 		"PullRejection":  api.PullRejection{},
 		"ErrorResponse":  api.ErrorResponse{},
 		"ServerVersion":  api.ServerVersion{},
+		"NodeStatus":     api.NodeStatus{},
+		"NodeList":       api.NodeList{},
 	} {
 		got, ok := ts[name]
 		if !ok {

@@ -23,6 +23,10 @@ type Correlator interface {
 	// Queued lists pods on node ("" = every node) waiting for an image that none of pulls
 	// (active or finished) serves.
 	Queued(node string, pulls []api.Pull) []api.Pull
+	// Present lists, on node ("" = every node), one cached pull per pod container the
+	// kubelet started from an image already on the node (it pulled nothing, so no agent
+	// sees it). IDs are stable: the same container gives the same pull.
+	Present(node string) []api.Pull
 }
 
 // Sink receives events in order. It is called with the store's lock held so the order
@@ -47,9 +51,14 @@ type Config struct {
 	// trusted; beyond it the server's time is used (a far-future stamp must not lock a
 	// node's later reports out).
 	MaxSkew time.Duration
-	// RateWindow is the EWMA time constant: about how far back the rate looks.
+	// RateWindow is how far back the rate looks: a change of speed shows fully after one
+	// window, and a pull that gets no bytes reads 0 one window after ReportGrace.
 	RateWindow time.Duration
-	Now        func() time.Time
+	// ReportGrace is how long after an agent's last word the server assumes no bytes
+	// arrived since: longer than the agent's report interval plus a poll, so the rate does
+	// not dip between two reports of a steady download.
+	ReportGrace time.Duration
+	Now         func() time.Time
 }
 
 func (c *Config) defaults() {
@@ -78,7 +87,10 @@ func (c *Config) defaults() {
 		c.MaxSkew = 30 * time.Second
 	}
 	if c.RateWindow <= 0 {
-		c.RateWindow = 5 * time.Second
+		c.RateWindow = 3 * time.Second
+	}
+	if c.ReportGrace <= 0 {
+		c.ReportGrace = 3 * time.Second
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -109,9 +121,13 @@ type entry struct {
 	pull       api.Pull
 	size       int64 // pullSize(&pull), as counted in Store.held
 	rate       float64
+	meter      meter
 	lastBytes  int64
-	lastAt     time.Time
 	finishedAt time.Time
+	// present entries are made from the kubelet's "already present" event, not an agent.
+	present bool
+	// repo is the exact repository of the image ref repoOf, with the registry port.
+	repoOf, repo string
 }
 
 type node struct {
@@ -123,7 +139,13 @@ type node struct {
 	ts        time.Time
 	lastSeen  time.Time
 	connected bool
-	pulls     map[string]*entry
+	// skew is the server's clock minus the agent's at the last accepted report: it maps
+	// the server's now onto the agent's timeline, on which rates are measured.
+	skew  time.Duration
+	pulls map[string]*entry
+	// The latest refused report, when its sender named this node.
+	refusedAt     time.Time
+	refusedReason string
 }
 
 // Store holds every pull the server knows.
@@ -188,7 +210,13 @@ func (s *Store) ApplyReport(r *api.AgentReport, skip []api.PullRejection) Result
 		if !sameAgent || r.Sequence != n.seq {
 			return Result{Resync: true}
 		}
-		n.lastSeen, n.connected = now, r.ContainerdConnected
+		n.lastSeen, n.connected, n.skew = now, r.ContainerdConnected, now.Sub(ts)
+		// "Nothing changed since Sequence": no pull gained a byte up to this report.
+		for _, e := range n.pulls {
+			if !e.pull.State.Finished() {
+				e.meter.observe(ts, e.meter.lastBytes(), s.cfg.RateWindow)
+			}
+		}
 		return Result{}
 	}
 	// Snapshots replace each other, so only the newest matters: a duplicate or an older
@@ -204,6 +232,7 @@ func (s *Store) ApplyReport(r *api.AgentReport, skip []api.PullRejection) Result
 		return Result{Ignored: fmt.Sprintf("agent %s was replaced by agent %s, whose newest report is later", r.AgentID, n.agentID)}
 	}
 	n.agentID, n.seq, n.ts, n.lastSeen, n.connected = r.AgentID, r.Sequence, ts, now, r.ContainerdConnected
+	n.skew = now.Sub(ts)
 	n.gen++
 
 	var events []api.PullEvent
@@ -225,7 +254,7 @@ func (s *Store) ApplyReport(r *api.AgentReport, skip []api.PullRejection) Result
 		events = s.upsert(events, n, in, ts, now)
 	}
 	for id, e := range n.pulls {
-		if seen[id] || e.pull.State.Finished() {
+		if seen[id] || e.pull.State.Finished() || e.present {
 			continue
 		}
 		// The agent dropped a pull it never finished: it restarted, or the pull vanished
@@ -275,17 +304,34 @@ func (s *Store) forget(e *entry) {
 func (s *Store) upsert(events []api.PullEvent, n *node, in api.Pull, reportAt, now time.Time) []api.PullEvent {
 	e := n.pulls[in.ID]
 	if e == nil {
-		e = &entry{lastBytes: in.DownloadedBytes, lastAt: reportAt}
+		e = &entry{lastBytes: in.DownloadedBytes}
+		at := sampleTime(&in, reportAt)
+		if d := at.Sub(in.StartedAt); in.State == api.PullActive && d > minSpan && d <= startSampleAge {
+			// A pull first reported a report interval after it began already holds seconds
+			// of bytes: its start is a sample too (only layers already present counted),
+			// so the first report has a rate.
+			e.meter.observe(in.StartedAt, presentBytes(&in), s.cfg.RateWindow)
+		}
+		e.meter.observe(at, in.DownloadedBytes, s.cfg.RateWindow)
+		e.meter.observe(reportAt, in.DownloadedBytes, s.cfg.RateWindow)
+		e.rate = e.meter.rate(reportAt, s.cfg.RateWindow)
 		n.pulls[in.ID] = e
 		s.total++
 		s.bytes[in.NodeName] += in.DownloadedBytes
 		s.enrich(&in)
 		s.derive(e, &in)
+		if in.State == api.PullCached {
+			// Nothing was downloaded: the one event is that it was there already.
+			e.finishedAt = now
+			events = s.finishEvents(events, nil, &in, now)
+			s.set(e, in)
+			return events
+		}
 		started := in.Clone()
-		if in.State.Finished() {
-			// Seen for the first time already finished (a cached image, or a pull shorter
-			// than a report interval): it still starts before it ends.
-			started.State, started.CompletedAt = api.PullActive, nil
+		if in.State != api.PullActive {
+			// Seen for the first time already stalled or finished (a pull shorter than a
+			// report interval): it still started downloading first.
+			started.State, started.CompletedAt, started.Error = api.PullActive, nil, ""
 		}
 		events = append(events, s.event(api.EventPullStarted, &started, nil, now))
 		for i := range in.Layers {
@@ -293,9 +339,12 @@ func (s *Store) upsert(events []api.PullEvent, n *node, in api.Pull, reportAt, n
 				events = append(events, s.event(api.EventLayerStarted, &in, &in.Layers[i], now))
 			}
 		}
-		if in.State.Finished() {
+		switch {
+		case in.State.Finished():
 			e.finishedAt = now
 			events = s.finishEvents(events, &started, &in, now)
+		case in.State != api.PullActive:
+			events = append(events, s.event(api.TransitionEvent(api.PullActive, in.State), &in, nil, now))
 		}
 		s.set(e, in)
 		return events
@@ -308,14 +357,38 @@ func (s *Store) upsert(events []api.PullEvent, n *node, in api.Pull, reportAt, n
 	if in.TotalKnown && in.TotalBytes > 0 {
 		in.DownloadedBytes = min(in.DownloadedBytes, in.TotalBytes)
 	}
-	if dt := reportAt.Sub(e.lastAt).Seconds(); dt > 0 {
-		inst := float64(in.DownloadedBytes-e.lastBytes) / dt
-		alpha := 1 - math.Exp(-dt/s.cfg.RateWindow.Seconds())
-		e.rate += alpha * (inst - e.rate)
-		s.bytes[in.NodeName] += in.DownloadedBytes - e.lastBytes
-		e.lastBytes, e.lastAt = in.DownloadedBytes, reportAt
-	}
+	s.bytes[in.NodeName] += in.DownloadedBytes - e.lastBytes
+	e.lastBytes = in.DownloadedBytes
+	e.meter.observe(sampleTime(&in, reportAt), in.DownloadedBytes, s.cfg.RateWindow)
+	// The snapshot's bytes hold at least until the report was made.
+	e.meter.observe(reportAt, in.DownloadedBytes, s.cfg.RateWindow)
+	e.rate = e.meter.rate(reportAt, s.cfg.RateWindow)
 	return s.transition(events, e, in, now)
+}
+
+// startSampleAge bounds how long before its first report a pull may have started for its
+// start to count as a sample: an older start is a resumed download (bytes fetched by an
+// earlier attempt), whose rate from the start would be wrong.
+const startSampleAge = 10 * time.Second
+
+// presentBytes is what a pull held when it started: the layers that were already there.
+func presentBytes(p *api.Pull) int64 {
+	var n int64
+	for _, l := range p.Layers {
+		if l.State == api.LayerExists {
+			n += l.TotalBytes
+		}
+	}
+	return n
+}
+
+// sampleTime is when the agent saw a pull's current byte count: the poll at which it last
+// grew (UpdatedAt), when that is plausible, else the report's time.
+func sampleTime(p *api.Pull, reportAt time.Time) time.Time {
+	if p.UpdatedAt.IsZero() || p.UpdatedAt.After(reportAt) {
+		return reportAt
+	}
+	return p.UpdatedAt
 }
 
 // transition replaces an entry's pull and emits what changed.
@@ -331,14 +404,21 @@ func (s *Store) transition(events []api.PullEvent, e *entry, in api.Pull, now ti
 	}
 	s.set(e, in)
 	events = s.layerEvents(events, &old, &in, now)
-	if !old.Equal(&in) {
+	if t := api.TransitionEvent(old.State, in.State); t != "" {
+		events = append(events, s.event(t, &in, nil, now))
+	} else if !old.Equal(&in) {
 		events = append(events, s.event(api.EventPullProgress, &in, nil, now))
 	}
 	return events
 }
 
+// finishEvents emits the end of a pull; old is nil for a pull first seen finished.
 func (s *Store) finishEvents(events []api.PullEvent, old, in *api.Pull, now time.Time) []api.PullEvent {
-	events = s.layerEvents(events, old, in, now)
+	from := api.PullState("")
+	if old != nil {
+		events = s.layerEvents(events, old, in, now)
+		from = old.State
+	}
 	if in.CompletedAt == nil {
 		t := now.UTC()
 		in.CompletedAt = &t
@@ -346,12 +426,8 @@ func (s *Store) finishEvents(events []api.PullEvent, old, in *api.Pull, now time
 	if in.State == api.PullFailed && in.Error == "" {
 		in.Error = "the pull failed for an unknown reason"
 	}
-	typ := api.EventPullCompleted
-	if in.State == api.PullFailed {
-		typ = api.EventPullFailed
-	}
 	s.finished = append(s.finished, Finished{Node: in.NodeName, State: in.State, Duration: in.CompletedAt.Sub(in.StartedAt)})
-	return append(events, s.event(typ, in, nil, now))
+	return append(events, s.event(api.TransitionEvent(from, in.State), in, nil, now))
 }
 
 func (s *Store) layerEvents(events []api.PullEvent, old, in *api.Pull, now time.Time) []api.PullEvent {
@@ -395,6 +471,16 @@ func (s *Store) layerEvents(events []api.PullEvent, old, in *api.Pull, now time.
 // derive fills the figures the server owns: rate, ETA and percent.
 func (s *Store) derive(e *entry, p *api.Pull) {
 	p.Percent = api.Percent(p.DownloadedBytes, p.TotalBytes, p.State)
+	// Parsing a reference costs more than the rest of a report's intake: once per ref.
+	if p.ImageRef != e.repoOf {
+		e.repoOf, e.repo = p.ImageRef, ""
+		if repo, ok := api.ExactRepository(p.ImageRef); ok {
+			e.repo = repo
+		}
+	}
+	if e.repo != "" {
+		p.Repository = e.repo
+	}
 	p.BytesPerSec, p.ETASeconds = 0, nil
 	if p.State == api.PullActive || p.State == api.PullStalled {
 		if e.rate > 0 {
@@ -453,6 +539,7 @@ func (s *Store) Recorrelate(nodes []string, touches func(p *api.Pull) bool) {
 	for i := range w.nodes {
 		wn := &w.nodes[i]
 		wn.want = s.corr.Queued(wn.name, wn.held)
+		wn.present = s.corr.Present(wn.name)
 	}
 
 	s.mu.Lock()
@@ -480,6 +567,7 @@ func (s *Store) Recorrelate(nodes []string, touches func(p *api.Pull) bool) {
 		wn := &w.nodes[i]
 		// A node whose pulls a report changed since keeps what intake requeued with them.
 		fresh := func(node string) bool { return s.gen(node) == wn.gens[node] }
+		events = s.addPresent(events, now, wn.present)
 		events = s.applyQueued(events, now, wn.name, wn.want, fresh)
 	}
 	s.sink(events)
@@ -499,10 +587,11 @@ type recorrelated struct {
 }
 
 type requeued struct {
-	name string // "" = every node
-	gens map[string]uint64
-	held []api.Pull
-	want []api.Pull
+	name    string // "" = every node
+	gens    map[string]uint64
+	held    []api.Pull
+	want    []api.Pull
+	present []api.Pull
 }
 
 func (s *Store) recorrelation(nodes []string, touches func(p *api.Pull) bool) recorrelation {
@@ -512,7 +601,7 @@ func (s *Store) recorrelation(nodes []string, touches func(p *api.Pull) bool) re
 	var w recorrelation
 	visit := func(n *node) {
 		for _, e := range n.pulls {
-			if e.pull.State.Finished() && now.Sub(e.finishedAt) > time.Minute {
+			if e.present || e.pull.State.Finished() && now.Sub(e.finishedAt) > time.Minute {
 				continue // history keeps the pods it had when it finished
 			}
 			if touches == nil || touches(&e.pull) {
@@ -563,6 +652,7 @@ func (s *Store) requeue(events []api.PullEvent, now time.Time, node string) []ap
 	if s.corr == nil {
 		return events
 	}
+	events = s.addPresent(events, now, s.corr.Present(node))
 	return s.applyQueued(events, now, node, s.corr.Queued(node, s.heldLocked(node)), nil)
 }
 
@@ -613,23 +703,35 @@ func (s *Store) applyQueued(events []api.PullEvent, now time.Time, node string, 
 			e = &entry{}
 			s.queued[id] = e
 		}
+		if !isNew && e.pull.State == api.PullFailed {
+			// The kubelet's retries alternate ErrImagePull and ImagePullBackOff: one
+			// failure, which ended when it was first seen, whatever the pod says now.
+			if q.State != api.PullFailed {
+				q.State, q.Error, q.BackOff = api.PullFailed, e.pull.Error, e.pull.BackOff
+			}
+			q.CompletedAt = e.pull.CompletedAt
+		}
+		if q.State == api.PullFailed && q.CompletedAt == nil {
+			t := now.UTC()
+			q.CompletedAt = &t
+		}
 		s.derive(e, &q)
 		if !isNew && e.pull.Equal(&q) {
 			continue
 		}
-		wasFailed := !isNew && e.pull.State == api.PullFailed
+		old := e.pull
 		s.set(e, q)
-		switch {
-		case isNew:
-			events = append(events, s.event(api.EventPullStarted, &q, nil, now))
-			if q.State == api.PullFailed {
-				events = append(events, s.event(api.EventPullFailed, &q, nil, now))
-			}
-		case q.State == api.PullFailed && !wasFailed:
-			// The kubelet gave up before any byte moved (unknown tag, auth): the
-			// pod's error is the pull's real reason.
-			events = append(events, s.event(api.EventPullFailed, &q, nil, now))
-		default:
+		if isNew {
+			// A queued entry first seen failed (the kubelet gave up before any byte moved:
+			// unknown tag, auth) was queued first.
+			first := q
+			first.State, first.Error, first.BackOff, first.CompletedAt = api.PullQueued, "", false, nil
+			events = append(events, s.event(api.EventPullQueued, &first, nil, now))
+			old.State = api.PullQueued
+		}
+		if t := api.TransitionEvent(old.State, q.State); t != "" {
+			events = append(events, s.event(t, &q, nil, now))
+		} else if !isNew {
 			events = append(events, s.event(api.EventPullProgress, &q, nil, now))
 		}
 	}

@@ -26,6 +26,7 @@ func (c *nodePods) Enrich(p *api.Pull) {
 }
 
 func (c *nodePods) Queued(string, []api.Pull) []api.Pull { return nil }
+func (c *nodePods) Present(string) []api.Pull            { return nil }
 
 // recorrelateStore: 1,000 nodes, each with 5 active pulls of 10 layers (images app-0 to
 // app-4) and 20 pods.

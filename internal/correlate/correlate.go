@@ -282,16 +282,50 @@ func waitsForImage(p *corev1.Pod, ct container) bool {
 	return waitingReasons[ct.status.State.Waiting.Reason]
 }
 
+// pullError is the kubelet's reason for a failed pull of ct's image, from its waiting
+// state. Only the two pull reasons count: RunContainerError, CrashLoopBackOff and the like
+// are about starting the container, not the image.
 func pullError(ct container) string {
 	if ct.status == nil || ct.status.State.Waiting == nil {
 		return ""
 	}
 	w := ct.status.State.Waiting
 	if (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") && w.Message != "" {
-		return w.Message
+		return realPullError(w.Message)
 	}
 	return ""
 }
+
+// inBackOff: the kubelet failed to pull ct's image and will try again.
+func inBackOff(ct container) bool {
+	if ct.status == nil || ct.status.State.Waiting == nil || ct.status.ImageID != "" {
+		return false
+	}
+	r := ct.status.State.Waiting.Reason
+	return r == "ErrImagePull" || r == "ImagePullBackOff"
+}
+
+var backOffPrefix = regexp.MustCompile(`^Back-off pulling image "[^"]*": (?:ErrImagePull: )?`)
+
+// realPullError strips the kubelet's back-off wrapping, so a pull's error stays the one
+// reason while the pod's message alternates ErrImagePull / ImagePullBackOff:
+// `Back-off pulling image "x": ErrImagePull: rpc error: ...` is `rpc error: ...`.
+func realPullError(msg string) string {
+	if m := backOffPrefix.FindStringIndex(msg); m != nil && m[1] < len(msg) {
+		return msg[m[1]:]
+	}
+	return msg
+}
+
+// failedPullPrefix starts the kubelet's Failed event for a pull: its other Failed events
+// ("Error: ErrImagePull", "Error: ImagePullBackOff", "Error: failed to create containerd
+// task ...") repeat a status or are about the container, not the image.
+const failedPullPrefix = "Failed to pull image "
+
+// alreadyPresent ends the kubelet's Pulled event for a container whose image was on the
+// node (imagePullPolicy IfNotPresent): `Container image "x" already present on machine and
+// can be accessed by the pod` (v1.37; older kubelets end at "machine").
+const alreadyPresent = "already present on machine"
 
 // latestPulling is the exact ref of the kubelet's newest "Pulling image" on node for repoKey.
 func (c *Correlator) latestPulling(node, repoKey string) string {
@@ -318,6 +352,8 @@ func (c *Correlator) Enrich(p *api.Pull) {
 	}
 	var pods []api.PodRef
 	kubeletErr := ""
+	backOff := false
+	exact := map[string]bool{}
 	for _, pod := range c.podsOn(p.NodeName) {
 		for _, ct := range containers(pod) {
 			if !matches(ct.image, p, pulling) {
@@ -336,6 +372,10 @@ func (c *Correlator) Enrich(p *api.Pull) {
 				continue
 			}
 			pods = append(pods, api.PodRef{Namespace: pod.Namespace, PodName: pod.Name, Container: ct.name})
+			exact[ct.image.full] = true
+			if inBackOff(ct) {
+				backOff = true
+			}
 			if e := pullError(ct); e != "" {
 				kubeletErr = e
 			}
@@ -351,6 +391,16 @@ func (c *Correlator) Enrich(p *api.Pull) {
 	}
 	if kubeletErr != "" && (p.State == api.PullFailed || p.State == api.PullStalled) {
 		p.Error = kubeletErr
+	}
+	p.BackOff = backOff && p.State == api.PullFailed
+	// Only the repository was known (containerd's label drops the registry port) and every
+	// pod it serves names one image: that is the exact reference.
+	if !hasTagOrDigest(p.ImageRef) && len(exact) == 1 {
+		for ref := range exact {
+			if img, ok := parseImage(ref); ok && img.digest == "" {
+				p.ImageRef = ref
+			}
+		}
 	}
 }
 
@@ -370,7 +420,7 @@ func (c *Correlator) failedEvent(pod *corev1.Pod, ct container, since time.Time)
 		if eventTime(e).Before(since.Add(-time.Second)) {
 			break
 		}
-		if e.Reason != "Failed" || !strings.Contains(e.InvolvedObject.FieldPath, "{"+ct.name+"}") {
+		if e.Reason != "Failed" || !strings.HasPrefix(e.Message, failedPullPrefix) || !strings.Contains(e.InvolvedObject.FieldPath, "{"+ct.name+"}") {
 			continue
 		}
 		return e.Message
@@ -420,7 +470,7 @@ func (c *Correlator) Queued(node string, pulls []api.Pull) []api.Pull {
 				if q == nil {
 					h := sha256.Sum256([]byte(node + "\x00" + ct.image.full))
 					q = &api.Pull{
-						ID: "queued-" + hex.EncodeToString(h[:8]), NodeName: node, ImageRef: ct.image.full, Repository: ct.image.repoKey,
+						ID: "queued-" + hex.EncodeToString(h[:8]), NodeName: node, ImageRef: ct.image.full, Repository: ct.image.repo,
 						State: api.PullQueued, StartedAt: pod.CreationTimestamp.UTC(), UpdatedAt: pod.CreationTimestamp.UTC(), Layers: []api.Layer{},
 					}
 					out[k] = q
@@ -430,12 +480,9 @@ func (c *Correlator) Queued(node string, pulls []api.Pull) []api.Pull {
 				}
 				q.Pods = append(q.Pods, api.PodRef{Namespace: pod.Namespace, PodName: pod.Name, Container: ct.name})
 				if e := pullError(ct); e != "" {
-					// The kubelet failed before a byte moved: unknown tag, auth, registry down.
-					q.State, q.Error = api.PullFailed, e
-					if q.CompletedAt == nil {
-						t := time.Now().UTC()
-						q.CompletedAt = &t
-					}
+					// The kubelet failed before a byte moved: unknown tag, auth, registry
+					// down. It keeps retrying; the store keeps when the failure began.
+					q.State, q.Error, q.BackOff = api.PullFailed, e, true
 				}
 			}
 		}
@@ -455,4 +502,49 @@ func served(img image, node string, pulls []api.Pull) bool {
 		}
 	}
 	return false
+}
+
+// Present lists one cached pull per pod container on node ("" = every node) that the
+// kubelet started from an image already on the node: its Pulled event says so, and no
+// agent sees anything, since nothing is pulled.
+func (c *Correlator) Present(node string) []api.Pull {
+	var out []api.Pull
+	nodes := []string{node}
+	if node == "" {
+		nodes = nil
+		for _, inf := range c.pods {
+			nodes = append(nodes, inf.GetIndexer().ListIndexFuncValues(byNode)...)
+		}
+	}
+	for _, node := range nodes {
+		for _, pod := range c.podsOn(node) {
+			evs := c.eventsBy(byPod, pod.Namespace+"/"+pod.Name)
+			for _, ct := range containers(pod) {
+				for _, e := range evs {
+					if e.Reason != "Pulled" || !strings.Contains(e.Message, alreadyPresent) ||
+						!strings.Contains(e.InvolvedObject.FieldPath, "{"+ct.name+"}") || e.InvolvedObject.UID != pod.UID {
+						continue
+					}
+					img := ct.image
+					if ref, ok := parseImage(eventImage(e.Message)); ok {
+						img = ref
+					}
+					at := e.FirstTimestamp.Time
+					if at.IsZero() {
+						at = eventTime(e)
+					}
+					at = at.UTC()
+					h := sha256.Sum256([]byte(node + "\x00" + string(pod.UID) + "\x00" + ct.name + "\x00" + img.full))
+					out = append(out, api.Pull{
+						ID: "present-" + hex.EncodeToString(h[:8]), NodeName: node, ImageRef: img.full, Repository: img.repo,
+						State: api.PullCached, StartedAt: at, UpdatedAt: at, CompletedAt: &at,
+						Pods:   []api.PodRef{{Namespace: pod.Namespace, PodName: pod.Name, Container: ct.name}},
+						Layers: []api.Layer{},
+					})
+					break
+				}
+			}
+		}
+	}
+	return out
 }

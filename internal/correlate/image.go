@@ -15,8 +15,10 @@ type image struct {
 	// repoKey is registry host without port + "/" + path: the only name containerd's
 	// distribution.source label keeps before a pull finishes.
 	repoKey string
-	tag     string
-	digest  string
+	// repo is the repository with its registry host and port: docker.io/library/nginx.
+	repo   string
+	tag    string
+	digest string
 }
 
 // parseImage normalises a reference the way the kubelet and containerd do: "nginx" is
@@ -40,6 +42,7 @@ func parseImage(s string) (image, bool) {
 		}
 	}
 	img.full = named.String()
+	img.repo = reference.TrimNamed(named).String()
 	host := reference.Domain(named)
 	if h, _, ok := strings.Cut(host, ":"); ok && !strings.HasPrefix(host, "[") {
 		host = h

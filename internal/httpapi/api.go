@@ -25,6 +25,10 @@ import (
 type Store interface {
 	ApplyReport(r *api.AgentReport, skip []api.PullRejection) aggregate.Result
 	List(f api.Filter, limit int, after *api.Pull) ([]api.Pull, int)
+	// Refused records a turned-away report from an authenticated sender that named its
+	// node, so GET /api/v1/nodes says that node's data is not fresh and why.
+	Refused(node, reason string)
+	Nodes() []api.NodeStatus
 	stream.Store
 }
 
@@ -98,6 +102,9 @@ func Handler(cfg Config) http.Handler {
 	route("/api/v1/report", map[string]http.HandlerFunc{http.MethodPost: h.report})
 	route("/api/v1/pulls", map[string]http.HandlerFunc{http.MethodGet: h.pulls})
 	route("/api/v1/events", map[string]http.HandlerFunc{http.MethodGet: h.events})
+	route("/api/v1/nodes", map[string]http.HandlerFunc{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, api.NodeList{Nodes: cfg.Store.Nodes()})
+	}})
 	route("/api/v1/version", map[string]http.HandlerFunc{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, api.ServerVersion{Version: cfg.Version, SchemaVersion: api.SchemaVersion})
 	}})
@@ -202,6 +209,8 @@ func (h *handlers) report(w http.ResponseWriter, r *http.Request) {
 	h.cfg.OnReport(out.Result)
 	switch {
 	case out.Code != http.StatusOK:
+		// Only authenticated senders get here: a stranger cannot mark a node.
+		h.cfg.Store.Refused(out.Node, out.Error)
 		h.warn.do("rejected", func(suppressed int) {
 			log.Warn("report rejected", "remote", r.RemoteAddr, "node", truncate(out.Node, 253), "reason", truncate(out.Error, 512), "suppressed", suppressed)
 		})

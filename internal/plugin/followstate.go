@@ -247,7 +247,7 @@ func (st *followState) apply(ev *api.PullEvent) (msgs []string, recheck bool) {
 		}
 		return nil, recheck
 	}
-	if p.State.Finished() && ev.Type != api.EventPullCompleted && ev.Type != api.EventPullFailed {
+	if p.State.Finished() && ev.Type != api.EventPullCompleted && ev.Type != api.EventPullCached && ev.Type != api.EventPullFailed {
 		// The server sends a finishing pull's last layer events before its pull.completed,
 		// already carrying the final state; only the pull event itself ends the pull here,
 		// so a follower never exits with that event still unread.

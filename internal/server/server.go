@@ -222,6 +222,7 @@ func (s *Server) background(ctx context.Context) {
 		case <-t.C:
 		}
 		s.observe()
+		s.Store.Tick()
 		if i%5 == 0 { // stale agents are noticed within seconds of AgentTimeout
 			s.Store.Expire()
 		}

@@ -18,7 +18,7 @@ func (p *Pull) Equal(q *Pull) bool {
 		p.ManifestDigest == q.ManifestDigest && p.IndexDigest == q.IndexDigest && p.State == q.State &&
 		p.TotalBytes == q.TotalBytes && p.DownloadedBytes == q.DownloadedBytes && p.LayerCount == q.LayerCount &&
 		p.LayersDone == q.LayersDone && p.TotalKnown == q.TotalKnown && p.StartedAt.Equal(q.StartedAt) &&
-		p.Error == q.Error && sameElems(p.Pods, q.Pods) && sameElems(p.Layers, q.Layers)
+		p.Error == q.Error && p.BackOff == q.BackOff && sameElems(p.Pods, q.Pods) && sameElems(p.Layers, q.Layers)
 }
 
 // Identical reports whether p and q marshal to the same JSON: Equal, and the derived

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,12 @@ func eventOf(typ api.EventType) api.PullEvent {
 		state = api.PullCompleted
 	case api.EventPullFailed:
 		state = api.PullFailed
+	case api.EventPullCached:
+		state = api.PullCached
+	case api.EventPullQueued:
+		state = api.PullQueued
+	case api.EventPullStalled:
+		state = api.PullStalled
 	}
 	p := samplePull(state)
 	ev := api.PullEvent{SchemaVersion: api.SchemaVersion, Timestamp: time.Now().UTC(), Type: typ, NodeName: p.NodeName, Pull: p}
@@ -136,6 +143,7 @@ func TestSchemaRejectsBrokenEvents(t *testing.T) {
 			m["type"] = "layer.progress"
 			m["layer"] = m["pull"].(map[string]any)["layers"].([]any)[0]
 		},
+		"stalled event of an active pull": func(m map[string]any) { m["type"] = "pull.stalled" },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -163,5 +171,27 @@ func TestSeedSampleFieldNames(t *testing.T) {
 		if !bytes.Contains(b, []byte(field)) {
 			t.Errorf("marshalled event lacks %s: %s", field, b)
 		}
+	}
+}
+
+// Every state change has exactly one event type, and it is one the schema knows.
+func TestTransitionEventCoversEveryChange(t *testing.T) {
+	states := []api.PullState{"", api.PullQueued, api.PullActive, api.PullStalled, api.PullCompleted, api.PullCached, api.PullFailed}
+	for _, from := range states {
+		for _, to := range states[1:] {
+			typ := api.TransitionEvent(from, to)
+			if from == to {
+				if typ != "" {
+					t.Errorf("%s -> %s is no change, got %s", from, to, typ)
+				}
+				continue
+			}
+			if !slices.Contains(api.EventTypes, typ) {
+				t.Errorf("%q -> %s: %q is not an event type", from, to, typ)
+			}
+		}
+	}
+	if api.TransitionEvent(api.PullStalled, api.PullActive) != api.EventPullResumed || api.TransitionEvent(api.PullQueued, api.PullActive) != api.EventPullStarted {
+		t.Error("resumed vs started")
 	}
 }

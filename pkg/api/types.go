@@ -123,8 +123,11 @@ type Pull struct {
 	// UpdatedAt is when a byte last arrived; it drives stall detection.
 	UpdatedAt time.Time `json:"updatedAt"`
 	Error     string    `json:"error,omitempty"`
-	Pods      []PodRef  `json:"pods"`
-	Layers    []Layer   `json:"layers"`
+	// BackOff is a v1 extension: the pull failed and the kubelet keeps retrying it (its pod
+	// still waits in ErrImagePull / ImagePullBackOff). Error stays the kubelet's real reason.
+	BackOff bool     `json:"backOff,omitempty"`
+	Pods    []PodRef `json:"pods"`
+	Layers  []Layer  `json:"layers"`
 }
 
 // EventType names a lifecycle event.
@@ -141,12 +144,49 @@ const (
 	// EventPullRemoved is a v1 extension: the entry left the server (history expired, or a
 	// queued pod stopped waiting). Clients ignore types they do not know.
 	EventPullRemoved EventType = "pull.removed"
+	// v1 extensions, one per state change the seed's types do not name:
+	// EventPullQueued: a pod waits for an image no pull on its node serves yet.
+	EventPullQueued EventType = "pull.queued"
+	// EventPullStalled: an active pull turned stalled (no byte for the stall timeout).
+	EventPullStalled EventType = "pull.stalled"
+	// EventPullResumed: a stalled pull receives bytes again.
+	EventPullResumed EventType = "pull.resumed"
+	// EventPullCached: the image was already on the node; nothing was downloaded.
+	EventPullCached EventType = "pull.cached"
 )
 
 // EventTypes lists every event type, in lifecycle order.
 var EventTypes = []EventType{
-	EventPullStarted, EventPullProgress, EventPullCompleted, EventPullFailed,
+	EventPullQueued, EventPullStarted, EventPullProgress, EventPullStalled, EventPullResumed,
+	EventPullCompleted, EventPullCached, EventPullFailed,
 	EventLayerStarted, EventLayerProgress, EventLayerCompleted, EventPullRemoved,
+}
+
+// TransitionEvent is the one event type that says a pull moved from state from to state
+// to, or "" when the state did not change (a change within a state is pull.progress).
+// from is "" for a pull seen for the first time.
+func TransitionEvent(from, to PullState) EventType {
+	if from == to {
+		return ""
+	}
+	switch to {
+	case PullQueued:
+		return EventPullQueued
+	case PullActive:
+		if from == PullStalled {
+			return EventPullResumed
+		}
+		return EventPullStarted
+	case PullStalled:
+		return EventPullStalled
+	case PullCompleted:
+		return EventPullCompleted
+	case PullCached:
+		return EventPullCached
+	case PullFailed:
+		return EventPullFailed
+	}
+	return ""
 }
 
 // PullEvent is one SSE data payload and one JSON log line. On the stream it is a plain
@@ -219,4 +259,25 @@ type ErrorResponse struct {
 type ServerVersion struct {
 	Version       string `json:"version"`
 	SchemaVersion string `json:"schemaVersion,omitempty"`
+}
+
+// NodeStatus is how fresh the server's data about one node is: a v1 extension, served at
+// GET /api/v1/nodes.
+type NodeStatus struct {
+	Name string `json:"name"`
+	// LastReportAt is when the node's agent last reported successfully (server clock).
+	LastReportAt *time.Time `json:"lastReportAt,omitempty"`
+	// Stale: no report accepted within the server's agent timeout; its pulls are old news.
+	Stale bool `json:"stale"`
+	// Refused: the node's latest report was turned away (RefusedReason says why), and none
+	// was accepted since.
+	Refused             bool       `json:"refused"`
+	RefusedAt           *time.Time `json:"refusedAt,omitempty"`
+	RefusedReason       string     `json:"refusedReason,omitempty"`
+	ContainerdConnected bool       `json:"containerdConnected"`
+}
+
+// NodeList is the body of GET /api/v1/nodes.
+type NodeList struct {
+	Nodes []NodeStatus `json:"nodes"`
 }

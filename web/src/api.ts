@@ -60,14 +60,19 @@ export interface Pull {
   completedAt?: string;
   updatedAt: string;
   error?: string;
+  backOff?: boolean;
   pods: PodRef[];
   layers: Layer[];
 }
 
 export type EventType =
+  | 'pull.queued'
   | 'pull.started'
   | 'pull.progress'
+  | 'pull.stalled'
+  | 'pull.resumed'
   | 'pull.completed'
+  | 'pull.cached'
   | 'pull.failed'
   | 'layer.started'
   | 'layer.progress'
@@ -76,9 +81,13 @@ export type EventType =
 
 /** Every event type, in lifecycle order (EventTypes in Go). */
 export const EVENT_TYPES: readonly EventType[] = [
+  'pull.queued',
   'pull.started',
   'pull.progress',
+  'pull.stalled',
+  'pull.resumed',
   'pull.completed',
+  'pull.cached',
   'pull.failed',
   'layer.started',
   'layer.progress',
@@ -151,6 +160,22 @@ export function eventSeq(id: string): number | undefined {
   const tail = id.slice(i + 1);
   if (!/^[0-9]+$/.test(tail)) return undefined;
   return Number(tail);
+}
+
+/** How fresh the server's data about one node is (GET /api/v1/nodes). */
+export interface NodeStatus {
+  name: string;
+  lastReportAt?: string;
+  stale: boolean;
+  refused: boolean;
+  refusedAt?: string;
+  refusedReason?: string;
+  containerdConnected: boolean;
+}
+
+/** Body of GET /api/v1/nodes. */
+export interface NodeList {
+  nodes: NodeStatus[];
 }
 
 /** Every JSON error body. */

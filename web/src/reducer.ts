@@ -67,9 +67,13 @@ export function applyMessages(state: PullsState, msgs: readonly StreamMessage[])
       case 'pull.removed':
         mutable().delete(p.id);
         break;
+      case 'pull.queued':
       case 'pull.started':
       case 'pull.progress':
+      case 'pull.stalled':
+      case 'pull.resumed':
       case 'pull.completed':
+      case 'pull.cached':
       case 'pull.failed':
         mutable().set(p.id, normalizePull(p));
         break;
