@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/d44b/pulltrace/internal/plugin"
 	"github.com/d44b/pulltrace/pkg/api"
@@ -77,6 +78,16 @@ func TestGetOutputs(t *testing.T) {
 	code, stdout, stderr := f.exec(t, false, "get", "-n", "shop")
 	if code != 0 || stdout != "" || stderr != "No pulls found in shop namespace.\n" {
 		t.Fatalf("empty (%d): %q %q", code, stdout, stderr)
+	}
+	// A node that stopped reporting is named, whatever the output format.
+	last := time.Now().Add(-3*time.Minute - time.Second)
+	f.nodeStatus = []api.NodeStatus{{Name: "node-1", LastReportAt: &last, Stale: true}, {Name: "node-2", LastReportAt: &last}}
+	_, _, stderr = f.exec(t, false, "get", "-o", "json")
+	if stderr != "Warning: no fresh data from node node-1 for 3m: its agent is not reporting\n" {
+		t.Fatalf("stale node: %q", stderr)
+	}
+	if _, _, stderr = f.exec(t, false, "get", "--node", "node-2"); strings.Contains(stderr, "node-1") {
+		t.Fatalf("--node node-2 warns about another node: %q", stderr)
 	}
 }
 

@@ -44,6 +44,7 @@ type fakeAPI struct {
 	conns       int
 	lastIDs     []string
 	queries     []string
+	nodeStatus  []api.NodeStatus
 	pulls       api.PullList
 	pages       []api.PullList // served by continue index when set
 	forbidProxy bool
@@ -152,6 +153,10 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		if !f.services[parts[3]+"/"+svc] || f.unready {
 			// What the API server says for a Service it cannot route to, existing or not.
 			status(w, 503, "ServiceUnavailable", fmt.Sprintf("no endpoints available for service %q", svc), "", "")
+			return
+		}
+		if "/"+strings.Join(parts[7:], "/") == "/api/v1/nodes" {
+			writeJSON(w, api.NodeList{Nodes: f.nodeStatus})
 			return
 		}
 		f.queries = append(f.queries, r.URL.RawQuery)

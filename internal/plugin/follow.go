@@ -235,6 +235,9 @@ func (f *followOptions) loop(ctx context.Context, cs kubernetes.Interface, srv *
 	}
 	hint := time.NewTimer(f.hintAfter)
 	defer hint.Stop()
+	nodesTick := time.NewTicker(nodeCheckEvery)
+	defer nodesTick.Stop()
+	var nodes nodeWatch
 	var readErr error
 	for {
 		if readErr != nil && len(items) == 0 {
@@ -273,6 +276,13 @@ func (f *followOptions) loop(ctx context.Context, cs kubernetes.Interface, srv *
 				pr.Notice(m)
 			}
 			continue
+		case <-nodesTick.C:
+			if ns, err := srv.Nodes(ctx); err == nil {
+				for _, m := range nodes.update(ns, st.nodesFollowed(), time.Now()) {
+					pr.Notice(m)
+				}
+			}
+			continue
 		}
 		if !f.watch {
 			if done, err := st.outcome(); done {
@@ -285,6 +295,9 @@ func (f *followOptions) loop(ctx context.Context, cs kubernetes.Interface, srv *
 		}
 	}
 }
+
+// nodeCheckEvery is how often a follow asks whether the nodes it depends on still report.
+const nodeCheckEvery = 5 * time.Second
 
 // handle applies one SSE event; it reports whether the pods should be read again (an
 // entry they waited on left the server).

@@ -30,6 +30,21 @@ type need struct {
 	err                                    string
 }
 
+// nodesFollowed are the nodes whose freshness matters to this follow: the node followed,
+// or those of the pods' containers still waiting. Empty when none is known yet.
+func (st *followState) nodesFollowed() []string {
+	if n := st.t.filter().Node; n != "" {
+		return []string{n}
+	}
+	var out []string
+	for _, n := range st.needs {
+		if n.node != "" && n.state != needDone && !slices.Contains(out, n.node) {
+			out = append(out, n.node)
+		}
+	}
+	return out
+}
+
 func (n *need) key() string { return n.namespace + "/" + n.pod + "/" + n.container }
 
 // followState is what a follow knows: the pulls it sees and, for pods, which containers

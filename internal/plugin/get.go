@@ -161,6 +161,17 @@ func (g *getOptions) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Old data must not pass for news: say which nodes have not reported. A server without
+	// the endpoint (older) knows nothing to say.
+	if nodes, err := srv.Nodes(ctx); err == nil {
+		var names []string
+		if filter.Node != "" {
+			names = []string{filter.Node}
+		}
+		for _, m := range staleNotices(nodes, names, time.Now()) {
+			fmt.Fprintf(g.Streams.ErrOut, "Warning: %s\n", m)
+		}
+	}
 	pulls := list.Pulls
 	if pods != nil {
 		pulls = pods.keep(pulls)

@@ -4,6 +4,8 @@ import { emptyFilters, filterPulls, filtersURL, isEmpty, parseFilters, type Filt
 import { formatRate } from './format';
 import { COLUMN_COUNT, PullRow } from './PullRow';
 import { sortPulls } from './reducer';
+import { useNow } from './clock';
+import { staleMessage, useNodes } from './nodes';
 import { usePullStream, type ConnState } from './stream';
 
 const CONN_LABEL: Record<ConnState, string> = {
@@ -63,6 +65,24 @@ function Header({
         </span>
       </div>
     </header>
+  );
+}
+
+/** A plain warning per node whose data is not fresh: stopped agent, refused reports. */
+function StaleNodes() {
+  const nodes = useNodes();
+  const now = useNow();
+  const stale = nodes.flatMap((n) => {
+    const msg = staleMessage(n, now);
+    return msg ? [{ name: n.name, msg }] : [];
+  });
+  if (stale.length === 0) return null;
+  return (
+    <div className="stale-nodes" role="alert">
+      {stale.map((s) => (
+        <p key={s.name}>{s.msg}</p>
+      ))}
+    </div>
   );
 }
 
@@ -194,6 +214,7 @@ export function App() {
   return (
     <div className="app">
       <Header pulls={all} conn={conn} filters={filters} setState={setState} />
+      <StaleNodes />
       <FilterBar pulls={all} filters={filters} onChange={setFilters} shown={shown.length} />
       <main>
         <div className="pulls" role="table" aria-label="image pulls" aria-rowcount={shown.length + 1}>
