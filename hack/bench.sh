@@ -9,3 +9,6 @@ echo
 echo "== Load: server intake, SSE fan-out, agent on a real pull, end-to-end delay"
 hack/components.sh containerd crictl registry kube kubectl
 go run ./hack/loadtest "$@"
+echo
+echo "== Speed and ETA accuracy against the throttle (real containerd, agent and server)"
+go run ./hack/ratebench
