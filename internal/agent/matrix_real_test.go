@@ -26,6 +26,7 @@ var realCases = []realCase{
 	{"TwoImagesAtOnce", 6 << 20, realTwoImagesAtOnce, true},
 	{"MultiArch", 8 << 20, realMultiArch, true},
 	{"ByDigest", 8 << 20, realByDigest, true},
+	{"ZstdAndUncompressed", 8 << 20, realZstdAndUncompressed, true},
 	{"TwoTagsOneManifest", 8 << 20, realTwoTags, false},
 	{"TwoPodsOneImage", 4 << 20, realTwoPodsOneImage, true},
 	{"Cancelled", 2 << 20, realCancelledPull, true},
@@ -349,6 +350,26 @@ func realAgentRestartMidPull(t *testing.T, r *rig) {
 	}
 	if n := len(pullsOf(r, im)); n != 1 {
 		t.Fatalf("one download seen as %d pulls across the agent restart", n)
+	}
+	checkNoErrors(t, r)
+}
+
+// zstd and uncompressed layers: totals are the manifest's, and the pulls complete.
+func realZstdAndUncompressed(t *testing.T, r *rig) {
+	for _, comp := range []string{"zstd", "none"} {
+		im := push(t, r.c, cluster.ImageSpec{Repo: "pulltrace/" + comp, Tag: "v1", LayerSizes: []int64{2 << 20, 1 << 20}, Compression: comp})
+		if err := r.c.CRIPull(context.Background(), im.Ref); err != nil {
+			t.Fatal(err)
+		}
+		p := waitPull(t, r, im, 15*time.Second, func(p api.Pull) bool { return p.State.Finished() })
+		if p.State != api.PullCompleted || p.TotalBytes != im.TotalSize() || p.DownloadedBytes != im.TotalSize() || p.LayerCount != 2 {
+			t.Fatalf("%s: state=%s %d/%d (manifest %d) layers=%d", comp, p.State, p.DownloadedBytes, p.TotalBytes, im.TotalSize(), p.LayerCount)
+		}
+		for i, l := range p.Layers {
+			if l.MediaType != im.Layers[i].MediaType {
+				t.Fatalf("%s: layer media type %q, pushed %q", comp, l.MediaType, im.Layers[i].MediaType)
+			}
+		}
 	}
 	checkNoErrors(t, r)
 }

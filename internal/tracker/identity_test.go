@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/d44b/pulltrace/pkg/api"
 )
@@ -409,5 +410,33 @@ func runIdentityProperty(t *testing.T, seed uint64) {
 		if err := (&api.AgentReport{SchemaVersion: api.SchemaVersion, NodeName: "node-a", AgentID: "a", Sequence: 1, Timestamp: e.clock, Pulls: snap}).Validate(); err != nil {
 			t.Fatalf("step %d: the server would refuse this snapshot: %v", step, err)
 		}
+	}
+}
+
+// A foreign (non-distributable) layer that is never downloaded neither holds the pull
+// open nor breaks its totals; a cached image with one is still a cached pull.
+func TestForeignLayerNeverDownloaded(t *testing.T) {
+	e := newEnv(t)
+	foreign := randomLayer(t, 40_000)
+	foreign.desc.MediaType = ocispec.MediaTypeImageLayerNonDistributableGzip //nolint:staticcheck // the case under test
+	l1 := randomLayer(t, 60_000)
+	m := e.manifest("windows", foreign, l1)
+	e.open(l1)
+	e.write(l1, 1000)
+	p := find(t, e.poll(time.Second), m)
+	if p.TotalBytes != 100_000 || p.State != api.PullActive {
+		t.Fatalf("while downloading: total=%d state=%s", p.TotalBytes, p.State)
+	}
+	e.finish(l1)
+	e.createImage("registry.local/team/windows:v1", m)
+	e.tr.Notify(eventImage("registry.local/team/windows:v1"))
+	p = find(t, e.poll(time.Second), m)
+	if p.State != api.PullCompleted || p.DownloadedBytes != p.TotalBytes || p.Percent != 100 || layerStates(p) != "exists,done" {
+		t.Fatalf("finished: state=%s %d/%d layers=%s", p.State, p.DownloadedBytes, p.TotalBytes, layerStates(p))
+	}
+	e.createImage("registry.local/team/windows:v2", m)
+	e.tr.Notify(eventImage("registry.local/team/windows:v2"))
+	if ps := pullsOf(e.poll(10*time.Second), m); len(ps) != 2 || ps[0].State != api.PullCached {
+		t.Fatalf("cached pull of an image with a foreign layer: %+v", ps)
 	}
 }

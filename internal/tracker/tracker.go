@@ -475,6 +475,7 @@ func (t *Tracker) update(ctx context.Context, p *pullTrack, ingests map[digest.D
 	before := p.pull.Clone()
 	live, missing, unsettled, unknown := 0, 0, 0, 0
 	restarted := false
+	var foreign []*layerTrack
 	for _, l := range p.layers {
 		if l.settled {
 			continue
@@ -509,6 +510,12 @@ func (t *Tracker) update(ctx context.Context, p *pullTrack, ingests map[digest.D
 		if settled {
 			continue
 		}
+		if err == nil && !l.seenIngest && images.IsNonDistributable(l.mediaType) {
+			// A foreign layer (a Windows base layer) is often never downloaded: it must
+			// not hold the pull open once everything else is in.
+			foreign = append(foreign, l)
+			continue
+		}
 		unsettled++
 		if err != nil {
 			unknown++
@@ -520,6 +527,11 @@ func (t *Tracker) update(ctx context.Context, p *pullTrack, ingests map[digest.D
 		}
 	}
 
+	if unsettled == 0 {
+		for _, l := range foreign {
+			l.settled, l.state, l.offset = true, api.LayerExists, l.size
+		}
+	}
 	switch {
 	case restarted:
 		t.abandon(p, now)
@@ -758,11 +770,14 @@ func (t *Tracker) cached(ctx context.Context, m *ingest.Manifest, name string, n
 	p := &pullTrack{manifest: m, imageName: name, lastProgress: now}
 	for _, l := range m.Layers {
 		info, err := t.store.Info(ctx, l.Digest)
-		if err != nil {
-			if errdefs.IsNotFound(err) {
-				// An image record whose layers are missing is not a finished pull of ours.
-				return false, nil
-			}
+		switch {
+		case err == nil:
+		case errdefs.IsNotFound(err) && images.IsNonDistributable(l.MediaType):
+			// Foreign layers are not fetched with the image.
+		case errdefs.IsNotFound(err):
+			// An image record whose layers are missing is not a finished pull of ours.
+			return false, nil
+		default:
 			return false, err
 		}
 		size := l.Size

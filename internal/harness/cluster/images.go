@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
 )
 
 // ImageSpec describes an image of random layers to generate and push.
@@ -40,6 +41,9 @@ type ImageSpec struct {
 	// Platforms like "linux/amd64" or "linux/arm/v7"; empty means the host's linux
 	// platform. More than one makes a multi-arch index with distinct layers per platform.
 	Platforms []string
+	// Compression of the new layers: "" (gzip, sizes exact), "zstd" or "none" (a plain
+	// tar); zstd and plain layers come out near LayerSizes rather than exactly at them.
+	Compression string
 	// Runnable puts a busybox layer first and makes the image run `sleep` forever, so that
 	// a real kubelet's pods of it reach Running (the random layers are only data).
 	Runnable bool
@@ -139,6 +143,11 @@ func (c *Cluster) PushImage(ctx context.Context, spec ImageSpec) (*Image, error)
 			l, err := randomLayer(rng, size)
 			if err != nil {
 				return nil, err
+			}
+			if spec.Compression != "" && spec.Compression != "gzip" {
+				if l, err = recompress(l, spec.Compression); err != nil {
+					return nil, err
+				}
 			}
 			layers = append(layers, l)
 		}
@@ -329,24 +338,62 @@ func randomLayer(rng *rand.ChaCha8, target int64) (*memLayer, error) {
 	}, nil
 }
 
-// memLayer is a gzip'd layer held in memory with its digests computed once; ggcr's
-// tarball layers would hash and decompress it again.
+// recompress turns a gzip'd layer into a zstd or an uncompressed one of the same tar.
+func recompress(l *memLayer, how string) (*memLayer, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(l.compressed))
+	if err != nil {
+		return nil, fmt.Errorf("recompress: %w", err)
+	}
+	tarBytes, err := io.ReadAll(zr)
+	if err != nil {
+		return nil, fmt.Errorf("recompress: %w", err)
+	}
+	out := &memLayer{diffID: l.diffID, tar: tarBytes}
+	switch how {
+	case "none":
+		out.compressed, out.mediaType = tarBytes, types.OCIUncompressedLayer
+	case "zstd":
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
+		if err != nil {
+			return nil, fmt.Errorf("zstd: %w", err)
+		}
+		out.compressed, out.mediaType = enc.EncodeAll(tarBytes, nil), types.OCILayerZStd
+		_ = enc.Close()
+	default:
+		return nil, fmt.Errorf("layer compression %q: want gzip, zstd or none", how)
+	}
+	sum := sha256.Sum256(out.compressed)
+	out.digest = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+	return out, nil
+}
+
+// memLayer is a layer held in memory with its digests computed once; ggcr's tarball
+// layers would hash and decompress it again. Gzip'd unless mediaType says otherwise, in
+// which case tar holds the uncompressed bytes.
 type memLayer struct {
 	compressed []byte
 	digest     v1.Hash
 	diffID     v1.Hash
+	mediaType  types.MediaType
+	tar        []byte
 }
 
 func (l *memLayer) Digest() (v1.Hash, error) { return l.digest, nil }
 func (l *memLayer) DiffID() (v1.Hash, error) { return l.diffID, nil }
 func (l *memLayer) Size() (int64, error)     { return int64(len(l.compressed)), nil }
 func (l *memLayer) MediaType() (types.MediaType, error) {
+	if l.mediaType != "" {
+		return l.mediaType, nil
+	}
 	return types.OCILayer, nil
 }
 func (l *memLayer) Compressed() (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(l.compressed)), nil
 }
 func (l *memLayer) Uncompressed() (io.ReadCloser, error) {
+	if l.tar != nil {
+		return io.NopCloser(bytes.NewReader(l.tar)), nil
+	}
 	return gzip.NewReader(bytes.NewReader(l.compressed))
 }
 
