@@ -41,7 +41,15 @@ func main() {
 	followers := flag.Int("followers", 1000, "SSE followers for the latency test")
 	duration := flag.Duration("duration", 10*time.Second, "length of the intake test")
 	real := flag.Bool("real", true, "also measure the agent and the end-to-end delay on the real local cluster")
+	mixedOnly := flag.Bool("mixed-only", false, "run only the mixed-load figures of issue #12 (intake with followers, delivery p99, memory at the caps)")
 	flag.Parse()
+	if *mixedOnly {
+		if err := runMixed(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, "loadtest:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*agents, *followers, *duration, *real); err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
 		os.Exit(1)
@@ -86,6 +94,11 @@ func run(agents, followers int, duration time.Duration, real bool) error {
 	if err := sseLatency(ctx, base, followers); err != nil {
 		return err
 	}
+	_ = srv.Process.Kill()
+	_ = srv.Wait()
+	if err := mixed(ctx, dir); err != nil {
+		return err
+	}
 	if real {
 		return realPath(ctx)
 	}
@@ -104,14 +117,18 @@ func cpuModel() string {
 
 // startServer runs the server binary on one core (GOMAXPROCS=1, pinned with taskset when
 // present) so the figure is per core and the load generator has the other.
-func startServer(ctx context.Context, dir string) (*exec.Cmd, string, error) {
+func startServer(ctx context.Context, dir string, extra ...string) (*exec.Cmd, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
 	}
 	mport, _ := freePort()
 	args := []string{filepath.Join(dir, "pulltrace-server"), "--listen=127.0.0.1:" + strconv.Itoa(port), "--metrics-addr=127.0.0.1:" + strconv.Itoa(mport),
-		"--log-level=error", "--max-pulls=100000", "--max-pulls-per-node=100"}
+		"--log-level=error"}
+	if extra == nil {
+		extra = []string{"--max-pulls=100000", "--max-pulls-per-node=100"}
+	}
+	args = append(args, extra...)
 	if p, err := exec.LookPath("taskset"); err == nil {
 		args = append([]string{p, "-c", "0"}, args...)
 	}

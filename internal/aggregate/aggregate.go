@@ -272,7 +272,7 @@ func (s *Store) ApplyReport(r *api.AgentReport, skip []api.PullRejection) Result
 
 // DefaultMaxBytes bounds the held pulls' estimated memory; see docs/benchmarks.md for
 // what the whole server then takes.
-const DefaultMaxBytes = 32 << 20
+const DefaultMaxBytes = 21 << 20
 
 // pullSize estimates the memory a held pull takes: the struct, its strings and slices.
 // It errs high (a layer costs its digest and media type, which agents often share).

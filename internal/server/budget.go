@@ -19,9 +19,9 @@ func Budget(budget int64, ac *aggregate.Config, sc *stream.Config) {
 	if budget <= 0 {
 		budget = DefaultMemoryBudget
 	}
-	ac.MaxBytes = budget / 8
+	ac.MaxBytes = budget / 12
 	sc.SnapshotCacheBytes = int(budget / 5)
-	sc.WindowBytes = int(budget / 32)
+	sc.WindowBytes = int(budget / 16)
 	if sc.MaxClients <= 0 {
 		sc.MaxClients = int(min(budget/(256<<10), stream.DefaultMaxClients))
 	}

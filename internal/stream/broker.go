@@ -53,6 +53,11 @@ type Config struct {
 	SnapshotMaxAge time.Duration
 	// SnapshotCacheBytes bounds the encoded snapshots kept for sharing.
 	SnapshotCacheBytes int
+	// MinInterval is the least time between two writes to one follower, so that a follower
+	// costs a write per interval, not one per report: events that arrive meanwhile go out
+	// together, progress superseded within the batch coalesced. Zero: 20 ms, growing with the
+	// number of followers (125 us each) up to 100 ms.
+	MinInterval time.Duration
 	// Epoch prefixes every event id; empty takes a random one. Ids restart with every
 	// process, so a Last-Event-ID from another epoch cannot pick a place in this stream.
 	Epoch string
@@ -60,7 +65,7 @@ type Config struct {
 
 // Defaults of Config, documented in docs/architecture.md.
 const (
-	DefaultWindowBytes = 8 << 20
+	DefaultWindowBytes = 16 << 20
 	DefaultWindow      = 16384
 	DefaultMaxClients  = 1000
 	// DefaultSnapshotCacheBytes holds the unfiltered snapshot at the default store cap.
@@ -90,7 +95,7 @@ func (c *Config) defaults() {
 		c.SnapshotCacheBytes = DefaultSnapshotCacheBytes
 	}
 	if c.SnapshotMaxAge <= 0 {
-		c.SnapshotMaxAge = time.Second
+		c.SnapshotMaxAge = 5 * time.Second
 	}
 	if c.Epoch == "" {
 		var b [6]byte
@@ -105,6 +110,8 @@ type record struct {
 	seq   uint64
 	frame []byte
 	match *api.Pull // NodeName, ImageRef, Repository, State and Pods only
+	typ   api.EventType
+	layer string // the layer's digest on layer.* events
 }
 
 // Store is what the broker needs of the aggregate: a copy of the current pulls that match
@@ -203,8 +210,12 @@ func (b *Broker) Publish(events []api.PullEvent, data [][]byte) {
 		}
 		next++
 		p := &events[i].Pull
-		recs = append(recs, record{seq: next, frame: b.frame(next, data[i]),
-			match: &api.Pull{NodeName: p.NodeName, ImageRef: p.ImageRef, Repository: p.Repository, State: p.State, Pods: p.Pods}})
+		rec := record{seq: next, frame: b.frame(next, data[i]), typ: events[i].Type,
+			match: &api.Pull{ID: p.ID, NodeName: p.NodeName, ImageRef: p.ImageRef, Repository: p.Repository, State: p.State, Pods: p.Pods}}
+		if l := events[i].Layer; l != nil {
+			rec.layer = l.Digest
+		}
+		recs = append(recs, rec)
 	}
 	if len(recs) == 0 {
 		return
@@ -371,7 +382,19 @@ func (b *Broker) pump(ctx context.Context, f api.Filter, seq uint64, wr *writer,
 	tick := time.NewTicker(b.cfg.Heartbeat)
 	defer tick.Stop()
 	var recs []record
+	var last time.Time
+	later := map[string]bool{}
 	for {
+		// Pace: one write per interval however fast reports arrive.
+		if wait := b.interval() - time.Since(last); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
 		var wake <-chan struct{}
 		var err error
 		recs, wake, err = b.since(seq, recs[:0], batch)
@@ -381,6 +404,7 @@ func (b *Broker) pump(ctx context.Context, f api.Filter, seq uint64, wr *writer,
 			if seq, ok = b.sendSnapshot(ctx, f, write); !ok {
 				return
 			}
+			last = time.Now()
 			continue
 		}
 		if wake != nil {
@@ -395,11 +419,37 @@ func (b *Broker) pump(ctx context.Context, f api.Filter, seq uint64, wr *writer,
 			}
 			continue
 		}
-		// Everything ready goes out with one flush.
+		// Everything ready goes out with one flush. A follower that is behind (a full
+		// batch waits) gets the current state: progress that a later event of the batch
+		// supersedes is left out, as that event carries the newer state. Lifecycle events
+		// (started, completed, failed, removed) are never left out.
+		clear(later)
+		behind := len(recs) == batch
+		for i := len(recs) - 1; i >= 0; i-- {
+			r := &recs[i]
+			if !f.Match(r.match) {
+				r.frame = nil
+				continue
+			}
+			if !behind {
+				continue
+			}
+			id := r.match.ID
+			switch {
+			case (r.typ == api.EventPullProgress || r.typ == api.EventLayerProgress) && later["p"+id]:
+				r.frame = nil
+			case r.typ == api.EventLayerProgress && later["l"+id+"|"+r.layer]:
+				r.frame = nil
+			case r.typ.IsLayer():
+				later["l"+id+"|"+r.layer] = true
+			default:
+				later["p"+id] = true // pull.* events carry the whole pull
+			}
+		}
 		wrote := false
 		wr.begin()
 		for i := range recs {
-			if f.Match(recs[i].match) {
+			if recs[i].frame != nil {
 				if !wr.add(recs[i].frame) {
 					return
 				}
@@ -408,13 +458,24 @@ func (b *Broker) pump(ctx context.Context, f api.Filter, seq uint64, wr *writer,
 			seq = recs[i].seq
 		}
 		clear(recs) // frames are not kept alive by this client once written
-		if wrote && !wr.flush() {
-			return
+		if wrote {
+			if !wr.flush() {
+				return
+			}
+			last = time.Now()
 		}
 		if ctx.Err() != nil {
 			return
 		}
 	}
+}
+
+// interval is the pacing of each follower's writes.
+func (b *Broker) interval() time.Duration {
+	if b.cfg.MinInterval > 0 {
+		return b.cfg.MinInterval
+	}
+	return min(max(20*time.Millisecond, time.Duration(b.clients.Load())*125*time.Microsecond), 100*time.Millisecond)
 }
 
 // lastEventID reads the resume point from the header browsers send, or from a query
