@@ -166,7 +166,7 @@ func TestInstallDryRunWithoutCluster(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
 	for _, want := range []string{"# chart pulltrace-0.1.0 (app 0.1.0), embedded in kubectl-pulltrace v1.2.3", `release "pulltrace" in namespace pulltrace`,
-		"kind: DaemonSet", "kind: Deployment", "replicas: 2", "--log-level=debug", "pod-security.kubernetes.io/enforce=privileged"} {
+		"kind: DaemonSet", "kind: Deployment", "replicas: 2", "--log-level=debug"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("dry run lacks %q", want)
 		}
@@ -174,8 +174,23 @@ func TestInstallDryRunWithoutCluster(t *testing.T) {
 	if !strings.Contains(stderr, "ROOT-EQUIVALENT") {
 		t.Errorf("the risk is not stated:\n%s", stderr)
 	}
+	// The output can be applied as it is: the Namespace comes first, labelled for the agent.
+	nsDoc := strings.Index(stdout, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: pulltrace\n  labels:\n    pod-security.kubernetes.io/enforce: privileged\n---\n")
+	if nsDoc < 0 || nsDoc > strings.Index(stdout, "# Source:") {
+		t.Errorf("dry run does not start with the Namespace:\n%.600s", stdout)
+	}
+	if !strings.Contains(stderr, "NOTES:\n") {
+		t.Errorf("the chart's NOTES are not shown:\n%s", stderr)
+	}
+	if code, _, _ := f.exec(t, false, "install", "--dry-run=client", "--yes"); code != 0 {
+		t.Errorf("--dry-run=client: exit %d", code)
+	}
+	if code, _, stderr := f.exec(t, false, "install", "--dry-run=maybe"); code != plugin.ExitUsage || !strings.Contains(stderr, `"none", "client" or "server"`) {
+		t.Errorf("--dry-run=maybe: exit %d %s", code, stderr)
+	}
 	code, stdout, stderr = f.exec(t, false, "install", "--dry-run", "-n", "obs", "--set", "runtimeSocket.enabled=false")
-	if code != 0 || strings.Contains(stdout, "kind: DaemonSet") || strings.Contains(stderr, "ROOT-EQUIVALENT") || !strings.Contains(stdout, "namespace: obs") {
+	if code != 0 || strings.Contains(stdout, "kind: DaemonSet") || strings.Contains(stderr, "ROOT-EQUIVALENT") || !strings.Contains(stdout, "namespace: obs") ||
+		!strings.Contains(stdout, "kind: Namespace\nmetadata:\n  name: obs\n") || strings.Contains(stdout, "privileged") {
 		t.Fatalf("without the agent (%d):\n%.3000s\n%s", code, stdout, stderr)
 	}
 	code, _, stderr = f.exec(t, false, "install", "--dry-run", "--set", "server.replicas=many")

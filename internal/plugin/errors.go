@@ -41,7 +41,7 @@ const exitCodesHelp = `Exit codes:
   3    not found: the pod, node or workload does not exist, or Pulltrace is not installed
   4    forbidden: RBAC denied a request (the missing permission is named) or bad credentials
   5    unreachable: the API server, or the Pulltrace server pods behind the service proxy
-  6    any other error
+  6    any other error, or follow --timeout expired
   130  interrupted`
 
 // ExitError carries the exit code a failure maps to and the sentence shown to the user.
@@ -112,8 +112,8 @@ func (s *Server) explainProxyError(ctx context.Context, err error, path string, 
 	switch {
 	case apierrors.IsForbidden(err):
 		return exitErr(ExitForbidden, err,
-			"forbidden: you need permission to get services/proxy in namespace %s: the plugin reaches the Pulltrace server only through the API server's service proxy, so it needs `get` on `services/proxy` (resourceName %s) there; check with `kubectl auth can-i get services/proxy -n %s`\n(API server: %s)",
-			s.Namespace, s.Service, s.Namespace, msg)
+			"forbidden: you need permission to get services/proxy in namespace %s: the plugin reaches the Pulltrace server only through the API server's service proxy, so it needs `get` on `services/proxy` (resourceName %s) there; check with `kubectl auth can-i get services/%s --subresource=proxy -n %s`\n(API server: %s)",
+			s.Namespace, s.Service, s.Service, s.Namespace, msg)
 	case apierrors.IsUnauthorized(err):
 		return exitErr(ExitForbidden, err, "the API server did not accept your credentials (%s); check the user of your kubeconfig context", msg)
 	case apierrors.IsNotFound(err) && status.Details != nil && status.Details.Kind == "services":

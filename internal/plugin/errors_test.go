@@ -36,7 +36,7 @@ func TestExplainProxyError(t *testing.T) {
 		want string
 	}{
 		{"forbidden", withService, apierrors.NewForbidden(svcs, "pulltrace-server:http", errors.New(`User "jo" cannot get resource "services/proxy"`)), "",
-			ExitForbidden, "you need permission to get services/proxy in namespace pulltrace"},
+			ExitForbidden, "you need permission to get services/proxy in namespace pulltrace: the plugin reaches the Pulltrace server only through the API server's service proxy, so it needs `get` on `services/proxy` (resourceName pulltrace-server) there; check with `kubectl auth can-i get services/pulltrace-server --subresource=proxy -n pulltrace`"},
 		{"unauthorized", withService, apierrors.NewUnauthorized("token expired"), "", ExitForbidden, "did not accept your credentials"},
 		{"service missing (404)", withService, apierrors.NewNotFound(svcs, "pulltrace-server"), "", ExitNotFound, "Pulltrace is not installed: service pulltrace/pulltrace-server not found. Install it with `kubectl pulltrace install`"},
 		{"service missing (503)", noService, unavailable, "", ExitNotFound, "Pulltrace is not installed"},

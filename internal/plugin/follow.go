@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/d44b/pulltrace/pkg/api"
@@ -22,9 +23,11 @@ import (
 
 type followOptions struct {
 	*Options
-	output string
-	layers bool
-	watch  bool
+	output   string
+	layers   bool
+	watch    bool
+	selector string
+	timeout  time.Duration
 
 	// Timings; tests shorten them.
 	frame       time.Duration // live redraw interval (~10 fps)
@@ -61,16 +64,26 @@ following forever. A dropped stream is resumed (Last-Event-ID) with backoff.
   kubectl pulltrace follow pod/web-5d9c7 -o json | jq .type`,
 		ValidArgsFunction: completeFollowArgs(o),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageErr("follow takes exactly one target: pod/NAME, node/NAME or a workload such as deploy/NAME")
+			switch {
+			case f.selector != "" && len(args) == 0:
+				if _, err := labels.Parse(f.selector); err != nil {
+					return exitErr(ExitUsage, err, "bad selector %q: %v", f.selector, err)
+				}
+				return f.runTimed(cmd.Context(), "")
+			case f.selector != "":
+				return usageErr("give a target or a selector (-l), not both")
+			case len(args) != 1:
+				return usageErr("follow takes exactly one target: pod/NAME, node/NAME or a workload such as deploy/NAME (or -l SELECTOR)")
 			}
-			return f.run(cmd.Context(), args[0])
+			return f.runTimed(cmd.Context(), args[0])
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVarP(&f.output, "output", "o", "", "Output format: json prints each PullEvent as one JSON line")
-	fl.BoolVarP(&f.layers, "layers", "v", false, "Show a line per layer under each pull (terminal view)")
+	fl.BoolVar(&f.layers, "layers", false, "Show a line per layer under each pull (terminal view)")
 	fl.BoolVar(&f.watch, "watch", false, "Keep following after the pulls finished, forever")
+	fl.StringVarP(&f.selector, "selector", "l", "", "Follow the pods matching this label selector (instead of a target), including pods created later")
+	fl.DurationVar(&f.timeout, "timeout", 0, "Give up after this long (e.g. 5m), exit 6; 0 waits as long as it takes")
 	registerFlagCompletions(cmd, o)
 	return cmd
 }
@@ -88,6 +101,9 @@ type target struct {
 func (t *target) describe() string {
 	if t.node != "" {
 		return "node/" + t.node
+	}
+	if t.kind == "selector" {
+		return "pods matching " + t.name + " in namespace " + t.namespace
 	}
 	return t.kind + "/" + t.name + " in namespace " + t.namespace
 }
@@ -158,13 +174,36 @@ func (f *followOptions) resolve(ctx context.Context, cs kubernetes.Interface, ki
 	return t, nil
 }
 
+// runTimed is run under --timeout: when it expires the follow ends with ExitOther, as
+// kubectl rollout status --timeout fails.
+func (f *followOptions) runTimed(ctx context.Context, arg string) error {
+	if f.timeout < 0 {
+		return usageErr("--timeout must not be negative")
+	}
+	if f.timeout == 0 {
+		return f.run(ctx, arg)
+	}
+	tctx, cancel := context.WithTimeoutCause(ctx, f.timeout, errFollowTimeout)
+	defer cancel()
+	err := f.run(tctx, arg)
+	if ctx.Err() == nil && errors.Is(context.Cause(tctx), errFollowTimeout) {
+		return exitErr(ExitOther, errFollowTimeout, "timed out after %s (--timeout) following %s", f.timeout, lastOr(arg, "pods matching "+f.selector))
+	}
+	return err
+}
+
+var errFollowTimeout = errors.New("follow timed out")
+
 func (f *followOptions) run(ctx context.Context, arg string) error {
 	if f.output != "" && f.output != "json" {
 		return usageErr("unknown output format %q for follow: want json", f.output)
 	}
-	kind, name, err := parseTarget(arg)
-	if err != nil {
-		return err
+	kind, name := "selector", f.selector
+	if arg != "" {
+		var err error
+		if kind, name, err = parseTarget(arg); err != nil {
+			return err
+		}
 	}
 	cs, err := f.clientset()
 	if err != nil {

@@ -80,6 +80,14 @@ func (r *rollout) read(ctx context.Context, cs kubernetes.Interface) (rolloutVie
 		want := int(ptrOr(ss.Spec.Replicas, 1))
 		return rolloutView{pods: pods, complete: observed && rev != "" && len(pods) >= want,
 			waiting: fmt.Sprintf("%d of %d pods of revision %s", len(pods), want, rev)}, err
+	case "selector":
+		// -l: the pods the selector matches, whoever made them; done once there is one.
+		ls, err := metav1.ParseToLabelSelector(r.name)
+		if err != nil {
+			return rolloutView{}, exitErr(ExitUsage, err, "bad selector %q: %v", r.name, err)
+		}
+		pods, err := r.pods(ctx, cs, ls, func(*corev1.Pod) bool { return true })
+		return rolloutView{pods: pods, complete: len(pods) > 0, waiting: "no pod matches " + r.name + " yet"}, err
 	case "job":
 		j, err := cs.BatchV1().Jobs(r.namespace).Get(ctx, r.name, get)
 		if err != nil {

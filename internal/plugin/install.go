@@ -45,7 +45,7 @@ const PodSecurityLabel = "pod-security.kubernetes.io/enforce"
 type installOptions struct {
 	*Options
 	values  values.Options
-	dryRun  bool
+	dryRun  string // none, client or server, as kubectl's --dry-run
 	yes     bool
 	wait    bool
 	timeout time.Duration
@@ -73,7 +73,7 @@ not from the previous release's values.
 		Example: `  kubectl pulltrace install --yes
   kubectl pulltrace install -n observability -f my-values.yaml
   kubectl pulltrace install --set runtimeSocket.enabled=false
-  kubectl pulltrace install --dry-run > pulltrace.yaml`,
+  kubectl pulltrace install --dry-run=client > pulltrace.yaml && kubectl apply -f pulltrace.yaml`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ns := o.ServerNamespace
@@ -87,7 +87,8 @@ not from the previous release's values.
 	f.StringSliceVarP(&in.values.ValueFiles, "values", "f", nil, "Values file (YAML) for the chart; repeatable")
 	f.StringArrayVar(&in.values.Values, "set", nil, "Chart value on the command line (key1=val1,key2=val2); repeatable")
 	f.StringArrayVar(&in.values.StringValues, "set-string", nil, "Chart value forced to a string; repeatable")
-	f.BoolVar(&in.dryRun, "dry-run", false, "Print the rendered manifests and change nothing (no cluster needed)")
+	f.StringVar(&in.dryRun, "dry-run", "none", `"none", "client" or "server": print the manifests (the Namespace first) and change nothing. client needs no cluster; server renders with the cluster's lookups and capabilities. --dry-run alone is client`)
+	f.Lookup("dry-run").NoOptDefVal = "client"
 	f.BoolVarP(&in.yes, "yes", "y", false, "Accept the containerd socket risk without asking")
 	f.BoolVar(&in.wait, "wait", true, "Wait until the server is ready and the agents run")
 	f.DurationVar(&in.timeout, "timeout", in.timeout, "How long to wait with --wait")
@@ -173,19 +174,25 @@ func (in *installOptions) run(ctx context.Context, ns string) error {
 	if err != nil {
 		return usageErr("chart values: %v", err)
 	}
+	switch in.dryRun {
+	case "none", "client", "server":
+	default:
+		return usageErr(`--dry-run must be "none", "client" or "server", got %q`, in.dryRun)
+	}
+	dryRun := in.dryRun != "none"
 	agent := boolValue(effective, true, "runtimeSocket", "enabled")
 	out, errOut := in.Streams.Out, in.Streams.ErrOut
 	if agent {
 		socket := stringValue(effective, "/run/containerd/containerd.sock", "agent", "containerd", "socketPath")
 		fmt.Fprintf(errOut, socketRisk, socket)
-		if !in.dryRun {
+		if !dryRun {
 			if err := in.confirm(); err != nil {
 				return err
 			}
 		}
 		setValue(vals, true, "runtimeSocket", "risksAcknowledged")
 	}
-	if in.dryRun {
+	if dryRun {
 		return in.dryRunRender(ctx, ch, vals, ns, agent)
 	}
 
@@ -215,6 +222,7 @@ func (in *installOptions) run(ctx context.Context, ns string) error {
 	for _, obj := range objs {
 		fmt.Fprintf(out, "  applied %s\n", obj)
 	}
+	printNotes(out, rel)
 	if !agent {
 		fmt.Fprintln(out, "runtimeSocket.enabled=false: no agent was deployed, so no pulls will be seen")
 	}
@@ -256,9 +264,14 @@ func (in *installOptions) confirm() error {
 
 func (in *installOptions) dryRunRender(ctx context.Context, ch *chart.Chart, vals map[string]any, ns string, agent bool) (err error) {
 	cfg := new(action.Configuration)
+	if in.dryRun == "server" {
+		if cfg, err = helmConfig(in.Options, ns); err != nil {
+			return err
+		}
+	}
 	inst := action.NewInstall(cfg)
 	inst.ReleaseName, inst.Namespace = ReleaseName, ns
-	inst.DryRun, inst.DryRunOption, inst.ClientOnly, inst.Replace = true, "client", true, true
+	inst.DryRun, inst.DryRunOption, inst.ClientOnly, inst.Replace = true, in.dryRun, in.dryRun == "client", true
 	inst.DisableHooks = true
 	kv, source := in.kubeVersion()
 	if inst.KubeVersion, err = chartutil.ParseKubeVersion(kv); err != nil {
@@ -271,11 +284,31 @@ func (in *installOptions) dryRunRender(ctx context.Context, ch *chart.Chart, val
 	out := in.Streams.Out
 	fmt.Fprintf(out, "# %s, embedded in kubectl-pulltrace %s\n", ChartDescription(ch), in.Version)
 	fmt.Fprintf(out, "# dry run: release %q in namespace %s, rendered for Kubernetes %s (%s); nothing was applied\n", ReleaseName, ns, kv, source)
-	if agent {
-		fmt.Fprintf(out, "# the install would create namespace %s if missing and label it %s=privileged\n", ns, PodSecurityLabel)
-	}
+	fmt.Fprint(out, namespaceManifest(ns, agent))
 	fmt.Fprintln(out, strings.TrimSpace(rel.Manifest))
+	printNotes(in.Streams.ErrOut, rel)
 	return nil
+}
+
+// namespaceManifest is the Namespace install creates (or labels), first in a dry run's
+// output so that the output can be applied as it is.
+func namespaceManifest(ns string, agent bool) string {
+	m := "---\n# the namespace; install creates it if missing"
+	labels := ""
+	if agent {
+		m += " and labels it for the agent's hostPath socket"
+		labels = "\n  labels:\n    " + PodSecurityLabel + ": privileged"
+	}
+	return m + "\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: " + ns + labels + "\n"
+}
+
+// printNotes shows the chart's NOTES (its warnings about NetworkPolicy, ServiceMonitor and
+// the like), as helm install does.
+func printNotes(w io.Writer, rel *release.Release) {
+	if rel == nil || rel.Info == nil || strings.TrimSpace(rel.Info.Notes) == "" {
+		return
+	}
+	fmt.Fprintf(w, "NOTES:\n%s\n", strings.TrimSpace(rel.Info.Notes))
 }
 
 // kubeVersion is what a dry run renders for: the cluster's version when the kubeconfig

@@ -424,7 +424,7 @@ func TestRealPlugin(t *testing.T) {
 		var screen syncBuffer
 		copied := make(chan struct{})
 		go func() { _, _ = io.Copy(&screen, ptmx); close(copied) }()
-		f := startPlugin(ctx, admin, tty, "follow", "pod/tty", "-v")
+		f := startPlugin(ctx, admin, tty, "follow", "pod/tty", "--layers", "-v=2")
 		waitFor(t, 20*time.Second, "the queued line", func() bool { return strings.Contains(screen.String(), "queued: waiting for the kubelet") })
 		go func() {
 			if err := r.c.CRIPull(ctx, im2.Ref); err != nil {

@@ -6,16 +6,20 @@ package plugin
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 
 	// exec, OIDC and other auth providers a kubeconfig may name.
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
@@ -43,6 +47,7 @@ type Options struct {
 	IsTerminal func(w any) bool
 	// TerminalWidth returns the width of w, or 0 when unknown.
 	TerminalWidth func(w any) int
+	klogFlags     *flag.FlagSet
 	// OpenBrowser opens a URL; tests replace it.
 	OpenBrowser func(ctx context.Context, url string) error
 }
@@ -91,9 +96,31 @@ func terminalWidth(w any) int {
 func (o *Options) restConfig() (*rest.Config, error) {
 	cfg, err := o.Config.ToRESTConfig()
 	if err != nil {
-		return nil, exitErr(ExitOther, err, "cannot load a Kubernetes client configuration: %v (set --kubeconfig, KUBECONFIG or --context)", err)
+		return nil, o.kubeconfigErr(err)
 	}
 	return cfg, nil
+}
+
+// kubeconfigErr names what is wrong with the kubeconfig: a context (--context, or its
+// current-context) it does not have, or else whatever client-go says.
+func (o *Options) kubeconfigErr(err error) error {
+	raw, rerr := o.Config.ToRawKubeConfigLoader().RawConfig()
+	if rerr == nil {
+		name, flag := raw.CurrentContext, ""
+		if o.Config.Context != nil && *o.Config.Context != "" {
+			name, flag = *o.Config.Context, "--context "
+		}
+		if name != "" && raw.Contexts[name] == nil {
+			names := make([]string, 0, len(raw.Contexts))
+			for n := range raw.Contexts {
+				names = append(names, n)
+			}
+			slices.Sort(names)
+			return exitErr(ExitOther, err, "%scontext %q is not in the kubeconfig (it has: %s); see kubectl config get-contexts",
+				flag, name, lastOr(strings.Join(names, ", "), "no contexts"))
+		}
+	}
+	return exitErr(ExitOther, err, "cannot load a Kubernetes client configuration: %v (set --kubeconfig, KUBECONFIG or --context)", err)
 }
 
 func (o *Options) clientset() (kubernetes.Interface, error) {
@@ -120,7 +147,7 @@ func (o *Options) server() (*Server, error) {
 func (o *Options) namespace() (string, error) {
 	ns, _, err := o.Config.ToRawKubeConfigLoader().Namespace()
 	if err != nil {
-		return "", exitErr(ExitOther, err, "cannot read the namespace from the kubeconfig: %v", err)
+		return "", o.kubeconfigErr(err)
 	}
 	if ns == "" {
 		ns = "default"
@@ -167,6 +194,7 @@ you need ` + "`get`" + ` on ` + "`services/proxy`" + ` in the server's namespace
 	root.SetErr(o.Streams.ErrOut)
 	flags := root.PersistentFlags()
 	o.Config.AddFlags(flags)
+	o.klogFlags = addKlogFlags(flags)
 	flags.StringVar(&o.ServerNamespace, "server-namespace", o.ServerNamespace, "Namespace of the Pulltrace server's Service")
 	flags.StringVar(&o.ServerService, "server-service", o.ServerService, "Name of the Pulltrace server's Service")
 	flags.StringVar(&o.ServerPort, "server-port", o.ServerPort, "Port of the Pulltrace server's Service: its name or number")
@@ -187,11 +215,34 @@ you need ` + "`get`" + ` on ` + "`services/proxy`" + ` in the server's namespace
 	return root
 }
 
+// addKlogFlags adds kubectl's -v/--v (log verbosity: 6 shows each request, 8 its body) and
+// --vmodule; client-go logs through klog to stderr.
+func addKlogFlags(flags *pflag.FlagSet) *flag.FlagSet {
+	gfs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(gfs)
+	for _, name := range []string{"v", "vmodule"} {
+		pf := pflag.PFlagFromGoFlag(gfs.Lookup(name))
+		if name == "v" {
+			pf.Shorthand = "v"
+		}
+		flags.AddFlag(pf)
+	}
+	return gfs
+}
+
 // Execute runs the command line args and returns the process exit code. Errors are
 // printed as one "error: ..." line, never a stack trace.
 func Execute(ctx context.Context, o *Options, args []string) int {
 	root := NewRootCommand(o)
 	root.SetArgs(args)
+	// klog's state is the process's; it logs to this run's stderr and is reset after it.
+	klog.LogToStderr(false)
+	klog.SetOutput(o.Streams.ErrOut)
+	defer func() {
+		klog.Flush()
+		_ = o.klogFlags.Set("v", "0")
+		_ = o.klogFlags.Set("vmodule", "")
+	}()
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK

@@ -23,7 +23,7 @@ func newUICommand(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ui",
 		Short: "Serve the Pulltrace web UI on a local port and open it",
-		Long: `Serve the web UI locally, like kubectl proxy: requests to 127.0.0.1:8001 are forwarded with
+		Long: `Serve the web UI locally, like kubectl proxy: requests to a free local port (or --port) are forwarded with
 your kubeconfig's credentials to the API server's service proxy of the Pulltrace server, so
 nothing needs to be exposed and RBAC (get services/proxy) decides who may look. Only the
 Pulltrace Service is reachable through this port, and only for reading. Ctrl-C stops it.`,
@@ -35,7 +35,7 @@ Pulltrace Service is reachable through this port, and only for reading. Ctrl-C s
 		},
 	}
 	cmd.Flags().StringVar(&address, "address", "127.0.0.1", "Local address to listen on")
-	cmd.Flags().IntVar(&port, "port", 8001, "Local port to listen on (0 picks a free one)")
+	cmd.Flags().IntVar(&port, "port", 0, "Local port to listen on; 0 (the default) picks a free one, so it never collides with kubectl proxy's 8001")
 	cmd.Flags().BoolVar(&noBrowser, "no-browser", false, "Only print the URL; do not open a browser")
 	return cmd
 }
