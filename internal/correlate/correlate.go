@@ -520,6 +520,11 @@ func (c *Correlator) Present(node string) []api.Pull {
 		for _, pod := range c.podsOn(node) {
 			evs := c.eventsBy(byPod, pod.Namespace+"/"+pod.Name)
 			for _, ct := range containers(pod) {
+				if pulledFor(evs, pod, ct) {
+					// The kubelet pulled this container's image (a restart then finds it
+					// present): the pull it made served the pod, not a cached image.
+					continue
+				}
 				for _, e := range evs {
 					if e.Reason != "Pulled" || !strings.Contains(e.Message, alreadyPresent) ||
 						!strings.Contains(e.InvolvedObject.FieldPath, "{"+ct.name+"}") || e.InvolvedObject.UID != pod.UID {
@@ -547,4 +552,14 @@ func (c *Correlator) Present(node string) []api.Pull {
 		}
 	}
 	return out
+}
+
+// pulledFor: the kubelet announced pulling ct's image for this pod.
+func pulledFor(evs []*corev1.Event, pod *corev1.Pod, ct container) bool {
+	for _, e := range evs {
+		if e.Reason == "Pulling" && e.InvolvedObject.UID == pod.UID && strings.Contains(e.InvolvedObject.FieldPath, "{"+ct.name+"}") {
+			return true
+		}
+	}
+	return false
 }
