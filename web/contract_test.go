@@ -69,6 +69,13 @@ func TestAPITypesMirrorGo(t *testing.T) {
 		"ServerVersion":  api.ServerVersion{},
 		"NodeStatus":     api.NodeStatus{},
 		"NodeList":       api.NodeList{},
+		"WorkloadRef":    api.WorkloadRef{},
+		"GroupCounts":    api.GroupCounts{},
+		"GroupNode":      api.GroupNode{},
+		"GroupFailure":   api.GroupFailure{},
+		"Group":          api.Group{},
+		"GroupList":      api.GroupList{},
+		"GroupEvent":     api.GroupEvent{},
 	} {
 		got, ok := ts[name]
 		if !ok {
@@ -142,6 +149,12 @@ func TestAPIEnumsMatchGoAndSchema(t *testing.T) {
 	}
 	if got := tsStringList(t, "EVENT_TYPES"); !slices.Equal(got, goEvents) {
 		t.Errorf("EVENT_TYPES = %v, want %v", got, goEvents)
+	}
+	if got, want := tsStringList(t, "GROUP_EVENT_TYPES"), sorted(api.GroupEventTypes); !slices.Equal(sorted(got), want) {
+		t.Errorf("GROUP_EVENT_TYPES = %v, want %v", got, want)
+	}
+	if got, want := tsStringList(t, "GROUP_BYS"), sorted(api.GroupBys); !slices.Equal(sorted(got), want) {
+		t.Errorf("GROUP_BYS = %v, want %v", got, want)
 	}
 
 	raw, err := os.ReadFile("../docs/schemas/pull-event-v1.json")

@@ -371,7 +371,7 @@ func (c *Correlator) Enrich(p *api.Pull) {
 			if p.State.Finished() && p.CompletedAt != nil && pod.CreationTimestamp.After(*p.CompletedAt) {
 				continue
 			}
-			pods = append(pods, api.PodRef{Namespace: pod.Namespace, PodName: pod.Name, Container: ct.name})
+			pods = append(pods, podRef(pod, ct.name))
 			exact[ct.image.full] = true
 			if inBackOff(ct) {
 				backOff = true
@@ -478,7 +478,7 @@ func (c *Correlator) Queued(node string, pulls []api.Pull) []api.Pull {
 				if pod.CreationTimestamp.Time.Before(q.StartedAt) {
 					q.StartedAt = pod.CreationTimestamp.UTC()
 				}
-				q.Pods = append(q.Pods, api.PodRef{Namespace: pod.Namespace, PodName: pod.Name, Container: ct.name})
+				q.Pods = append(q.Pods, podRef(pod, ct.name))
 				if e := pullError(ct); e != "" {
 					// The kubelet failed before a byte moved: unknown tag, auth, registry
 					// down. It keeps retrying; the store keeps when the failure began.
@@ -543,7 +543,7 @@ func (c *Correlator) Present(node string) []api.Pull {
 					out = append(out, api.Pull{
 						ID: "present-" + hex.EncodeToString(h[:8]), NodeName: node, ImageRef: img.full, Repository: img.repo,
 						State: api.PullCached, StartedAt: at, UpdatedAt: at, CompletedAt: &at,
-						Pods:   []api.PodRef{{Namespace: pod.Namespace, PodName: pod.Name, Container: ct.name}},
+						Pods:   []api.PodRef{podRef(pod, ct.name)},
 						Layers: []api.Layer{},
 					})
 					break

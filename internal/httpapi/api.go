@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/d44b/pulltrace/internal/aggregate"
+	"github.com/d44b/pulltrace/internal/group"
 	"github.com/d44b/pulltrace/internal/stream"
 	"github.com/d44b/pulltrace/pkg/api"
 )
@@ -36,6 +37,8 @@ type Store interface {
 type Config struct {
 	Store  Store
 	Broker *stream.Broker
+	// Groups serves /api/v1/groups and its stream; nil leaves them out.
+	Groups *group.Index
 	// Token returns the shared agent token; "" disables report authentication unless
 	// TokenRequired, when it refuses every report instead (fails closed).
 	Token         func() (string, error)
@@ -105,6 +108,10 @@ func Handler(cfg Config) http.Handler {
 	route("/api/v1/nodes", map[string]http.HandlerFunc{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, api.NodeList{Nodes: cfg.Store.Nodes()})
 	}})
+	if cfg.Groups != nil {
+		route("/api/v1/groups", map[string]http.HandlerFunc{http.MethodGet: h.groups})
+		route("/api/v1/groups/events", map[string]http.HandlerFunc{http.MethodGet: h.groupEvents})
+	}
 	route("/api/v1/version", map[string]http.HandlerFunc{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, api.ServerVersion{Version: cfg.Version, SchemaVersion: api.SchemaVersion})
 	}})
@@ -354,4 +361,28 @@ func (h *handlers) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.cfg.Broker.Serve(w, r, f)
+}
+
+func (h *handlers) groups(w http.ResponseWriter, r *http.Request) {
+	q, err := api.ParseGroupQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, truncate(err.Error(), 512))
+		return
+	}
+	writeJSON(w, http.StatusOK, api.GroupList{SchemaVersion: api.SchemaVersion, By: q.By, Groups: h.cfg.Groups.List(q)})
+}
+
+func (h *handlers) groupEvents(w http.ResponseWriter, r *http.Request) {
+	q, err := api.ParseGroupQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, truncate(err.Error(), 512))
+		return
+	}
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	h.cfg.Groups.Serve(w, r, q, group.StreamConfig{})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/d44b/pulltrace/internal/aggregate"
 	"github.com/d44b/pulltrace/internal/correlate"
 	"github.com/d44b/pulltrace/internal/eventlog"
+	"github.com/d44b/pulltrace/internal/group"
 	"github.com/d44b/pulltrace/internal/httpapi"
 	"github.com/d44b/pulltrace/internal/metrics"
 	"github.com/d44b/pulltrace/internal/stream"
@@ -34,6 +35,7 @@ type Config struct {
 	TokenRequired bool
 	Aggregate     aggregate.Config
 	Stream        stream.Config
+	Groups        group.Config
 	MaxReport     int64
 	Kube          kubernetes.Interface // nil: run without Kubernetes
 	Namespaces    []string
@@ -89,6 +91,7 @@ type Server struct {
 	log     *slog.Logger
 	Store   *aggregate.Store
 	Broker  *stream.Broker
+	Groups  *group.Index
 	Metrics *metrics.Server
 	corr    *correlate.Correlator
 	events  *eventlog.Logger
@@ -109,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LogLevel == nil {
 		cfg.LogLevel = slog.LevelInfo
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, Metrics: metrics.NewServer(cfg.Version),
+	s := &Server{cfg: cfg, log: cfg.Logger, Groups: group.New(cfg.Groups), Metrics: metrics.NewServer(cfg.Version),
 		events: eventlog.New(cfg.EventLog, cfg.LogLevel)}
 	var corr aggregate.Correlator
 	if cfg.Kube != nil {
@@ -133,6 +136,7 @@ func (s *Server) sink(events []api.PullEvent) {
 	data := eventlog.Encode(events)
 	s.events.Log(events, data)
 	s.Broker.Publish(events, data)
+	s.Groups.Observe(events)
 }
 
 // Ready reports whether answers are complete: informer caches synced, or no Kubernetes.
@@ -149,7 +153,7 @@ func (s *Server) Ready() (bool, string) {
 // Handler is the API, SSE and UI mux.
 func (s *Server) Handler() http.Handler {
 	return httpapi.Handler(httpapi.Config{
-		Store: s.Store, Broker: s.Broker, Token: s.cfg.Token, TokenRequired: s.cfg.TokenRequired, MaxReportBytes: s.cfg.MaxReport,
+		Store: s.Store, Broker: s.Broker, Groups: s.Groups, Token: s.cfg.Token, TokenRequired: s.cfg.TokenRequired, MaxReportBytes: s.cfg.MaxReport,
 		Ready: s.Ready, Version: s.cfg.Version, UI: s.cfg.UI, Logger: s.log,
 		OnReport: func(result string) {
 			s.Metrics.Report(result)
@@ -183,6 +187,7 @@ func (s *Server) Run(ctx context.Context, api, metricsLn net.Listener) error {
 		}()
 	}
 	go s.background(ctx)
+	go s.Groups.Run(ctx)
 	// Requests inherit ctx, so SSE streams end when the server stops instead of holding
 	// Shutdown until its timeout.
 	apiSrv := s.cfg.HTTP.NewHTTPServer(s.Handler())

@@ -16,8 +16,12 @@ import (
 )
 
 func compileSchema(t *testing.T) *jsonschema.Schema {
+	return compileSchemaFile(t, "pull-event-v1.json")
+}
+
+func compileSchemaFile(t *testing.T, name string) *jsonschema.Schema {
 	t.Helper()
-	path := filepath.Join("..", "..", "docs", "schemas", "pull-event-v1.json")
+	path := filepath.Join("..", "..", "docs", "schemas", name)
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatalf("open schema: %v", err)
@@ -29,10 +33,10 @@ func compileSchema(t *testing.T) *jsonschema.Schema {
 	}
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
-	if err := c.AddResource("pull-event-v1.json", doc); err != nil {
+	if err := c.AddResource(name, doc); err != nil {
 		t.Fatalf("add schema: %v", err)
 	}
-	s, err := c.Compile("pull-event-v1.json")
+	s, err := c.Compile(name)
 	if err != nil {
 		t.Fatalf("compile schema: %v", err)
 	}

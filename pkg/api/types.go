@@ -86,6 +86,11 @@ type PodRef struct {
 	Namespace string `json:"namespace"`
 	PodName   string `json:"podName"`
 	Container string `json:"container"`
+	// OwnerKind and OwnerName name the workload the pod belongs to, through its controller
+	// ownerReference: Deployment (through its ReplicaSet), DaemonSet, StatefulSet, Job, or
+	// the controller's own kind for others. Empty for a pod without a controller.
+	OwnerKind string `json:"ownerKind,omitempty"`
+	OwnerName string `json:"ownerName,omitempty"`
 }
 
 // Layer is one blob of a pull. Digest has no containerd "layer-" prefix.

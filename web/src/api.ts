@@ -28,6 +28,9 @@ export interface PodRef {
   namespace: string;
   podName: string;
   container: string;
+  /** The pod's workload: Deployment (through its ReplicaSet), DaemonSet, StatefulSet, Job. */
+  ownerKind?: string;
+  ownerName?: string;
 }
 
 /** One blob of a pull. `digest` has no containerd "layer-" prefix. */
@@ -187,4 +190,86 @@ export interface ErrorResponse {
 export interface ServerVersion {
   version: string;
   schemaVersion?: string;
+}
+
+/** How pulls are grouped across nodes (GroupBy in Go). */
+export type GroupBy = 'image' | 'workload';
+
+export const GROUP_BYS: readonly GroupBy[] = ['image', 'workload'];
+
+/** A workload: the owner of the pods a group's pulls serve. */
+export interface WorkloadRef {
+  namespace: string;
+  kind: string;
+  name: string;
+}
+
+/** A group's pulls (one per node and image) by state. */
+export interface GroupCounts {
+  active: number;
+  queued: number;
+  stalled: number;
+  failed: number;
+  completed: number;
+  cached: number;
+}
+
+/** One node's pull within a group, as the slowest lists show it. */
+export interface GroupNode {
+  nodeName: string;
+  pullId: string;
+  imageRef: string;
+  state: PullState;
+  percent: number;
+  bytesPerSec: number;
+  downloadedBytes: number;
+  totalBytes: number;
+  etaSeconds?: number;
+  pods: PodRef[];
+}
+
+/** The failed pulls of a group that share one error text. */
+export interface GroupFailure {
+  reason: string;
+  count: number;
+  nodes: string[];
+}
+
+/** The pulls of one image, or one workload, across nodes. */
+export interface Group {
+  key: string;
+  by: GroupBy;
+  workload?: WorkloadRef;
+  images: string[];
+  nodes: number;
+  counts: GroupCounts;
+  downloadedBytes: number;
+  totalBytes: number;
+  bytesPerSec: number;
+  percent: number;
+  etaSeconds?: number;
+  slowestByPercent: GroupNode[];
+  slowestByRate: GroupNode[];
+  failures: GroupFailure[];
+  startedAt: string;
+  finishedAt?: string;
+}
+
+/** Body of GET /api/v1/groups and data of the group stream's `snapshot` event. */
+export interface GroupList {
+  schemaVersion: string;
+  by: GroupBy;
+  groups: Group[];
+}
+
+export type GroupEventType = 'group.updated' | 'group.removed';
+
+export const GROUP_EVENT_TYPES: readonly GroupEventType[] = ['group.updated', 'group.removed'];
+
+/** One data message of GET /api/v1/groups/events: a group's summary, at a bounded rate. */
+export interface GroupEvent {
+  schemaVersion: string;
+  timestamp: string;
+  type: GroupEventType;
+  group: Group;
 }
