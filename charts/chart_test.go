@@ -3,6 +3,7 @@ package charts
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"io/fs"
 	"os"
 	"reflect"
@@ -735,6 +736,9 @@ func TestGeneratedTokenSurvivesUpgrade(t *testing.T) {
 	if got := string(sec.Data["token"]); got != "kept-from-the-first-install" {
 		t.Errorf("upgrade replaced the token with %q", got)
 	}
+	if notes := out["pulltrace/templates/NOTES.txt"]; !strings.Contains(notes, "read back with lookup") || strings.Contains(notes, "found no stored token") {
+		t.Errorf("NOTES do not say the stored token was found:\n%s", notes)
+	}
 	// Both pod templates carry the same checksum of it, so they roll together when it changes.
 	sums := regexp.MustCompile(`checksum/token: ([0-9a-f]{64})`).FindAllStringSubmatch(out["pulltrace/templates/server-deployment.yaml"]+out["pulltrace/templates/agent-daemonset.yaml"], -1)
 	if len(sums) != 2 || sums[0][1] != sums[1][1] {
@@ -756,7 +760,10 @@ func TestEveryValueIsWired(t *testing.T) {
 	}
 	freeForm := map[string]bool{}
 	for _, p := range []string{"agent.resources", "server.resources", "agent.nodeSelector", "server.nodeSelector",
-		"agent.affinity", "server.affinity", "ingress.annotations", "serviceMonitor.labels", "networkPolicy.monitoringNamespaceSelector"} {
+		"agent.affinity", "server.affinity", "ingress.annotations", "serviceMonitor.labels", "networkPolicy.monitoringNamespaceSelector",
+		"agent.podAnnotations", "server.podAnnotations", "agent.podLabels", "server.podLabels",
+		"agent.serviceAccount.annotations", "server.serviceAccount.annotations", "agent.updateStrategy",
+		"podMonitor.labels", "prometheusRule.labels", "prometheusRule.alertLabels", "dashboard.labels"} {
 		freeForm[p] = true
 	}
 
@@ -776,6 +783,10 @@ func TestEveryValueIsWired(t *testing.T) {
 	npOn := setPath(nil, "networkPolicy.enabled", true)
 	smOn := setPath(nil, "serviceMonitor.enabled", true)
 	pdbOn := setPath(nil, "podDisruptionBudget.enabled", true)
+	pmOn := setPath(nil, "podMonitor.enabled", true)
+	prOn := setPath(nil, "prometheusRule.enabled", true)
+	dashOn := setPath(nil, "dashboard.enabled", true)
+	digest := "sha256:" + strings.Repeat("ab", 32)
 	affinity := map[string]any{"nodeAffinity": map[string]any{"requiredDuringSchedulingIgnoredDuringExecution": map[string]any{
 		"nodeSelectorTerms": []any{map[string]any{"matchExpressions": []any{map[string]any{"key": "pool", "operator": "In", "values": []any{"pt"}}}}}}}}
 	wantAffinity := func(t *testing.T, a *corev1.Affinity) {
@@ -1021,6 +1032,204 @@ func TestEveryValueIsWired(t *testing.T) {
 				t.Errorf("maxUnavailable %v", m)
 			}
 		}},
+		"imageRegistry": {value: "mirror.local:5000", check: func(t *testing.T, r *rendered) {
+			for n, want := range map[string]string{"agent": "mirror.local:5000/d44b/pulltrace-agent:0.1.0", "server": "mirror.local:5000/d44b/pulltrace-server:0.1.0"} {
+				if c := onlyContainer(t, podSpecs(r)[n]); c.Image != want {
+					t.Errorf("%s image %s, want %s", n, c.Image, want)
+				}
+			}
+			if c := onlyContainer(t, r.testPod().Spec); c.Image != "mirror.local:5000/library/busybox:1.37" {
+				t.Errorf("test image %s", c.Image)
+			}
+		}},
+		"rbac.create": {value: false, check: func(t *testing.T, r *rendered) {
+			if n := len(all[*rbacv1.ClusterRole](r)) + len(all[*rbacv1.ClusterRoleBinding](r)) + len(r.roles()) + len(all[*rbacv1.RoleBinding](r)); n != 0 {
+				t.Errorf("%d RBAC objects with rbac.create=false", n)
+			}
+			if r.server().Spec.Template.Spec.ServiceAccountName != "pulltrace-server" {
+				t.Error("server lost its ServiceAccount")
+			}
+		}},
+		"agent.image.digest": {value: digest, check: func(t *testing.T, r *rendered) {
+			if c := agentC(r); c.Image != "ghcr.io/d44b/pulltrace-agent@"+digest {
+				t.Errorf("image %s", c.Image)
+			}
+		}},
+		"server.image.digest": {value: digest, check: func(t *testing.T, r *rendered) {
+			if c := serverC(r); c.Image != "ghcr.io/d44b/pulltrace-server@"+digest {
+				t.Errorf("image %s", c.Image)
+			}
+		}},
+		"agent.serviceAccount.create": {value: false, check: func(t *testing.T, r *rendered) {
+			if has[*corev1.ServiceAccount](r, "pulltrace-agent") || r.agent().Spec.Template.Spec.ServiceAccountName != "default" {
+				t.Errorf("agent account %q", r.agent().Spec.Template.Spec.ServiceAccountName)
+			}
+		}},
+		"agent.serviceAccount.name": {value: "pt-nodes", check: func(t *testing.T, r *rendered) {
+			one[*corev1.ServiceAccount](r, "pt-nodes")
+			if n := r.agent().Spec.Template.Spec.ServiceAccountName; n != "pt-nodes" {
+				t.Errorf("agent account %q", n)
+			}
+		}},
+		"agent.serviceAccount.annotations": {value: map[string]any{"iam.example/role": "r"}, check: func(t *testing.T, r *rendered) {
+			if a := one[*corev1.ServiceAccount](r, "pulltrace-agent").Annotations; a["iam.example/role"] != "r" {
+				t.Errorf("annotations %v", a)
+			}
+		}},
+		"server.serviceAccount.create": {value: false, with: setPath(nil, "server.serviceAccount.name", "platform-sa"), check: func(t *testing.T, r *rendered) {
+			if has[*corev1.ServiceAccount](r, "platform-sa") || has[*corev1.ServiceAccount](r, "pulltrace-server") {
+				t.Error("a server ServiceAccount was created")
+			}
+			if n := r.server().Spec.Template.Spec.ServiceAccountName; n != "platform-sa" {
+				t.Errorf("server account %q", n)
+			}
+			if s := all[*rbacv1.ClusterRoleBinding](r)[0].Subjects; s[0].Name != "platform-sa" {
+				t.Errorf("binding subjects %+v", s)
+			}
+		}},
+		"server.serviceAccount.name": {value: "pt-api", check: func(t *testing.T, r *rendered) {
+			one[*corev1.ServiceAccount](r, "pt-api")
+			if n := r.server().Spec.Template.Spec.ServiceAccountName; n != "pt-api" {
+				t.Errorf("server account %q", n)
+			}
+			if s := all[*rbacv1.ClusterRoleBinding](r)[0].Subjects; s[0].Name != "pt-api" {
+				t.Errorf("binding subjects %+v", s)
+			}
+		}},
+		"server.serviceAccount.annotations": {value: map[string]any{"iam.gke.io/gcp-service-account": "pt@p.iam.gserviceaccount.com"}, check: func(t *testing.T, r *rendered) {
+			if a := one[*corev1.ServiceAccount](r, "pulltrace-server").Annotations; a["iam.gke.io/gcp-service-account"] != "pt@p.iam.gserviceaccount.com" {
+				t.Errorf("annotations %v", a)
+			}
+		}},
+		"agent.podAnnotations": {value: map[string]any{"prometheus.io/scrape": "true", "prometheus.io/port": "9091"}, check: func(t *testing.T, r *rendered) {
+			a := r.agent().Spec.Template.Annotations
+			if a["prometheus.io/scrape"] != "true" || a["prometheus.io/port"] != "9091" || a["checksum/token"] == "" {
+				t.Errorf("pod annotations %v", a)
+			}
+		}},
+		"server.podAnnotations": {value: map[string]any{"a.example/b": "c"}, check: func(t *testing.T, r *rendered) {
+			if a := r.server().Spec.Template.Annotations; a["a.example/b"] != "c" || a["checksum/token"] == "" {
+				t.Errorf("pod annotations %v", a)
+			}
+		}},
+		"agent.podLabels": {value: map[string]any{"team": "infra"}, check: func(t *testing.T, r *rendered) {
+			ds := r.agent()
+			if ds.Spec.Template.Labels["team"] != "infra" || !selects(*ds.Spec.Selector, ds.Spec.Template.Labels) {
+				t.Errorf("pod labels %v", ds.Spec.Template.Labels)
+			}
+		}},
+		"server.podLabels": {value: map[string]any{"team": "infra"}, check: func(t *testing.T, r *rendered) {
+			d := r.server()
+			if d.Spec.Template.Labels["team"] != "infra" || !selects(*d.Spec.Selector, d.Spec.Template.Labels) {
+				t.Errorf("pod labels %v", d.Spec.Template.Labels)
+			}
+		}},
+		"agent.extraArgs": {value: []any{"--poll-interval=500ms", "--stall-timeout=1m"}, check: func(t *testing.T, r *rendered) {
+			wantFlag(t, agentC(r), "--poll-interval", "500ms")
+			wantFlag(t, agentC(r), "--stall-timeout", "1m")
+		}},
+		"server.extraArgs": {value: []any{"--max-pulls=20000", "--agent-timeout=1m"}, check: func(t *testing.T, r *rendered) {
+			wantFlag(t, serverC(r), "--max-pulls", "20000")
+			wantFlag(t, serverC(r), "--agent-timeout", "1m")
+		}},
+		"agent.extraEnv": {value: []any{map[string]any{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}}, check: func(t *testing.T, r *rendered) {
+			if e, ok := envVar(agentC(r), "HTTPS_PROXY"); !ok || e.Value != "http://proxy:3128" {
+				t.Errorf("env %+v", agentC(r).Env)
+			}
+			if _, ok := envVar(agentC(r), "NODE_NAME"); !ok {
+				t.Error("extraEnv replaced NODE_NAME")
+			}
+		}},
+		"server.extraEnv": {value: []any{map[string]any{"name": "GODEBUG", "value": "http2debug=1"}}, check: func(t *testing.T, r *rendered) {
+			if e, ok := envVar(serverC(r), "GODEBUG"); !ok || e.Value != "http2debug=1" {
+				t.Errorf("env %+v", serverC(r).Env)
+			}
+		}},
+		"agent.updateStrategy": {value: map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"maxUnavailable": "10%"}}, check: func(t *testing.T, r *rendered) {
+			u := r.agent().Spec.UpdateStrategy
+			if u.Type != appsv1.RollingUpdateDaemonSetStrategyType || u.RollingUpdate == nil || *u.RollingUpdate.MaxUnavailable != intstr.FromString("10%") {
+				t.Errorf("updateStrategy %+v", u)
+			}
+		}},
+		"podMonitor.enabled": {value: true, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			if len(r.pods) != 1 || !selects(r.pods[0].Spec.Selector, r.agent().Spec.Template.Labels) {
+				t.Errorf("PodMonitors %+v", r.pods)
+			}
+		}},
+		"podMonitor.interval": {value: "1m", with: pmOn, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			if r.pods[0].Spec.PodMetricsEndpoints[0].Interval != "1m" {
+				t.Errorf("interval %s", r.pods[0].Spec.PodMetricsEndpoints[0].Interval)
+			}
+		}},
+		"podMonitor.labels": {value: map[string]any{"release": "prom"}, with: pmOn, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			if r.pods[0].Labels["release"] != "prom" {
+				t.Errorf("labels %v", r.pods[0].Labels)
+			}
+		}},
+		"prometheusRule.enabled": {value: true, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			if len(r.rules) != 1 || len(r.rules[0].Spec.Groups) != 1 || len(r.rules[0].Spec.Groups[0].Rules) != 5 {
+				t.Errorf("PrometheusRules %+v", r.rules)
+			}
+		}},
+		"prometheusRule.labels": {value: map[string]any{"release": "prom"}, with: prOn, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			if r.rules[0].Labels["release"] != "prom" {
+				t.Errorf("labels %v", r.rules[0].Labels)
+			}
+		}},
+		"prometheusRule.alertLabels": {value: map[string]any{"severity": "page", "team": "infra"}, with: prOn, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			for _, a := range r.rules[0].Spec.Groups[0].Rules {
+				if a.Labels["severity"] != "page" || a.Labels["team"] != "infra" {
+					t.Errorf("%s labels %v", a.Alert, a.Labels)
+				}
+			}
+		}},
+		"prometheusRule.stalledMinutes": {value: 7, with: prOn, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			wantRule(t, r, "PulltracePullStalled", "> 420", "")
+		}},
+		"prometheusRule.etaMinutes": {value: 45, with: prOn, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			wantRule(t, r, "PulltracePullSlow", "> 2700", "10m")
+		}},
+		"prometheusRule.etaForMinutes": {value: 20, with: prOn, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			wantRule(t, r, "PulltracePullSlow", "> 1800", "20m")
+		}},
+		"prometheusRule.failures": {value: 9, with: prOn, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			wantRule(t, r, "PulltracePullFailures", "[15m])) > 9", "")
+		}},
+		"prometheusRule.failuresWindow": {value: "1h", with: prOn, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			wantRule(t, r, "PulltracePullFailures", "[1h])) > 3", "")
+		}},
+		"prometheusRule.agentsMissingMinutes": {value: 30, with: prOn, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			wantRule(t, r, "PulltraceAgentsMissing", `daemonset="pulltrace-agent"`, "30m")
+		}},
+		"prometheusRule.silentMinutes": {value: 4, with: prOn, apis: monitoringAPI, check: func(t *testing.T, r *rendered) {
+			wantRule(t, r, "PulltraceNodeSilent", "> 240 and on (node)", "")
+		}},
+		"dashboard.enabled": {value: true, check: func(t *testing.T, r *rendered) {
+			cm := one[*corev1.ConfigMap](r, "pulltrace-dashboard")
+			if cm.Labels["grafana_dashboard"] != "1" || !json.Valid([]byte(cm.Data["pulltrace.json"])) {
+				t.Errorf("dashboard ConfigMap labels %v, valid JSON %v", cm.Labels, json.Valid([]byte(cm.Data["pulltrace.json"])))
+			}
+		}},
+		"dashboard.sidecarLabel": {value: "grafana.example/dashboard", with: dashOn, check: func(t *testing.T, r *rendered) {
+			if l := one[*corev1.ConfigMap](r, "pulltrace-dashboard").Labels; l["grafana.example/dashboard"] != "1" {
+				t.Errorf("labels %v", l)
+			}
+		}},
+		"dashboard.sidecarLabelValue": {value: "yes", with: dashOn, check: func(t *testing.T, r *rendered) {
+			if l := one[*corev1.ConfigMap](r, "pulltrace-dashboard").Labels; l["grafana_dashboard"] != "yes" {
+				t.Errorf("labels %v", l)
+			}
+		}},
+		"dashboard.folder": {value: "Platform", with: dashOn, check: func(t *testing.T, r *rendered) {
+			if a := one[*corev1.ConfigMap](r, "pulltrace-dashboard").Annotations; a["grafana_folder"] != "Platform" {
+				t.Errorf("annotations %v", a)
+			}
+		}},
+		"dashboard.labels": {value: map[string]any{"team": "infra"}, with: dashOn, check: func(t *testing.T, r *rendered) {
+			if l := one[*corev1.ConfigMap](r, "pulltrace-dashboard").Labels; l["team"] != "infra" {
+				t.Errorf("labels %v", l)
+			}
+		}},
 		"test.image": {value: "registry.local/busybox:1", check: func(t *testing.T, r *rendered) {
 			if c := onlyContainer(t, r.testPod().Spec); c.Image != "registry.local/busybox:1" {
 				t.Errorf("image %s", c.Image)
@@ -1121,4 +1330,22 @@ func TestNetworkPolicyFindsTheAPIServer(t *testing.T) {
 	if strings.Contains(notes, "WARNING: networkPolicy.apiServerCIDRs") || !strings.Contains(notes, "found in the endpoints of Service default/kubernetes") {
 		t.Errorf("NOTES do not say where the API server's address came from:\n%s", notes)
 	}
+}
+
+// wantRule finds alert in the rendered PrometheusRule and checks its expression holds expr
+// and its `for` is forDur.
+func wantRule(t *testing.T, r *rendered, alert, expr, forDur string) {
+	t.Helper()
+	for _, g := range r.rules[0].Spec.Groups {
+		for _, rule := range g.Rules {
+			if rule.Alert != alert {
+				continue
+			}
+			if !strings.Contains(rule.Expr, expr) || rule.For != forDur {
+				t.Errorf("%s: expr %q for %q, want %q in it and for %q", alert, rule.Expr, rule.For, expr, forDur)
+			}
+			return
+		}
+	}
+	t.Errorf("no alert %s", alert)
 }

@@ -55,12 +55,56 @@ type serviceMonitor struct {
 	} `json:"spec"`
 }
 
+// podMonitor mirrors the fields of monitoring.coreos.com/v1 PodMonitor the chart uses.
+type podMonitor struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		NamespaceSelector struct {
+			MatchNames []string `json:"matchNames"`
+		} `json:"namespaceSelector"`
+		Selector            metav1.LabelSelector `json:"selector"`
+		PodMetricsEndpoints []struct {
+			Port        string `json:"port"`
+			Path        string `json:"path"`
+			Interval    string `json:"interval"`
+			Relabelings []struct {
+				SourceLabels []string `json:"sourceLabels"`
+				TargetLabel  string   `json:"targetLabel"`
+			} `json:"relabelings"`
+		} `json:"podMetricsEndpoints"`
+	} `json:"spec"`
+}
+
+// prometheusRule mirrors monitoring.coreos.com/v1 PrometheusRule; Spec is a Prometheus rule
+// file as promtool reads it.
+type prometheusRule struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              ruleFile `json:"spec"`
+}
+
+type ruleFile struct {
+	Groups []struct {
+		Name  string `json:"name"`
+		Rules []struct {
+			Alert       string            `json:"alert"`
+			Expr        string            `json:"expr"`
+			For         string            `json:"for,omitempty"`
+			Labels      map[string]string `json:"labels,omitempty"`
+			Annotations map[string]string `json:"annotations,omitempty"`
+		} `json:"rules"`
+	} `json:"groups"`
+}
+
 // rendered is one install's output, decoded.
 type rendered struct {
 	t         *testing.T
 	namespace string
 	objects   []runtime.Object // manifest and hooks, in render order
 	monitors  []serviceMonitor
+	pods      []podMonitor
+	rules     []prometheusRule
 	hooks     map[string]bool // "Kind/name" of hook objects
 	notes     string
 	raw       string // every document, for text checks
@@ -145,6 +189,22 @@ func (r *rendered) decode(doc string, hook bool) {
 			r.t.Fatalf("ServiceMonitor does not decode strictly: %v\n%s", err, doc)
 		}
 		r.monitors = append(r.monitors, sm)
+		return
+	}
+	if tm.APIVersion == "monitoring.coreos.com/v1" && tm.Kind == "PodMonitor" {
+		var pm podMonitor
+		if err := yaml.UnmarshalStrict([]byte(doc), &pm); err != nil {
+			r.t.Fatalf("PodMonitor does not decode strictly: %v\n%s", err, doc)
+		}
+		r.pods = append(r.pods, pm)
+		return
+	}
+	if tm.APIVersion == "monitoring.coreos.com/v1" && tm.Kind == "PrometheusRule" {
+		var pr prometheusRule
+		if err := yaml.UnmarshalStrict([]byte(doc), &pr); err != nil {
+			r.t.Fatalf("PrometheusRule does not decode strictly: %v\n%s", err, doc)
+		}
+		r.rules = append(r.rules, pr)
 		return
 	}
 	obj, _, err := strictYAML.Decode([]byte(doc), nil, nil)

@@ -18,7 +18,8 @@ fi
 # ldflags), which the chart's kubeVersion (>=1.28) refuses; render for the version the project
 # tests against.
 kube=(--kube-version 1.37.2)
-monitoring=(--api-versions monitoring.coreos.com/v1 --api-versions monitoring.coreos.com/v1/ServiceMonitor)
+monitoring=(--api-versions monitoring.coreos.com/v1 --api-versions monitoring.coreos.com/v1/ServiceMonitor
+	--api-versions monitoring.coreos.com/v1/PodMonitor --api-versions monitoring.coreos.com/v1/PrometheusRule)
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -27,6 +28,8 @@ trap 'rm -rf "$tmp"' EXIT
 cat >"$tmp/nondefault.yaml" <<'EOF'
 namespace: pulltrace
 imagePullSecrets: [{name: regcred}]
+imageRegistry: mirror.local:5000
+rbac: {create: true}
 config:
   logLevel: debug
   watchNamespaces: "team-a, team-b"
@@ -34,6 +37,12 @@ config:
   reportInterval: 750ms
 agent:
   image: {repository: registry.local/pt-agent, tag: v9.9.9, pullPolicy: Always}
+  serviceAccount: {create: true, name: pt-nodes, annotations: {iam.example/role: agent}}
+  podAnnotations: {prometheus.io/scrape: "true", prometheus.io/port: "9091"}
+  podLabels: {team: infra}
+  extraArgs: ["--poll-interval=500ms", "--stall-timeout=1m"]
+  extraEnv: [{name: HTTPS_PROXY, value: "http://proxy:3128"}]
+  updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: "10%"}}
   containerd: {socketPath: /run/k3s/containerd/containerd.sock}
   auth: {token: lint-token-value}
   resources: {requests: {cpu: 5m, memory: 16Mi}, limits: {memory: 64Mi}}
@@ -46,7 +55,12 @@ agent:
   priorityClassName: system-node-critical
 server:
   replicas: 3
-  image: {repository: registry.local/pt-server, tag: v9.9.9, pullPolicy: Always}
+  image: {repository: registry.local/pt-server, tag: v9.9.9, digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", pullPolicy: Always}
+  serviceAccount: {create: true, name: pt-api, annotations: {iam.gke.io/gcp-service-account: pt@p.iam.gserviceaccount.com}}
+  podAnnotations: {a.example/b: c}
+  podLabels: {team: infra}
+  extraArgs: ["--max-pulls=20000", "--agent-timeout=1m"]
+  extraEnv: [{name: GODEBUG, value: "http2debug=1"}]
   service: {port: 18080, metricsPort: 19090}
   resources: {requests: {cpu: 20m, memory: 32Mi}, limits: {memory: 512Mi}}
   tolerations: [{key: dedicated, operator: Exists}]
@@ -63,6 +77,9 @@ networkPolicy:
   monitoringNamespaceSelector: {matchLabels: {kubernetes.io/metadata.name: observability}}
   apiServerCIDRs: [172.18.0.2/32]
 serviceMonitor: {enabled: true, interval: 15s, labels: {release: prom}}
+podMonitor: {enabled: true, interval: 15s, labels: {release: prom}}
+prometheusRule: {enabled: true, labels: {release: prom}, alertLabels: {severity: page}, stalledMinutes: 7, etaMinutes: 45, etaForMinutes: 20, failures: 9, failuresWindow: 1h, agentsMissingMinutes: 30, silentMinutes: 4}
+dashboard: {enabled: true, sidecarLabel: grafana_dashboard, sidecarLabelValue: "1", folder: Platform, labels: {team: infra}}
 podDisruptionBudget: {enabled: true, maxUnavailable: 1}
 test: {image: "busybox:1.36"}
 EOF
@@ -101,7 +118,11 @@ want "$tmp/nondefault.out" \
 	"path: /run/k3s/containerd/containerd.sock" "--listen=:18080" "--metrics-addr=:19090" \
 	"--server=http://pulltrace-server-headless.pulltrace.svc:18080" "replicas: 3" \
 	"kind: Ingress" "kind: NetworkPolicy" "kind: ServiceMonitor" "kind: PodDisruptionBudget" \
-	"cidr: 172.18.0.2/32" "kind: Role" "namespace: team-a" "namespace: team-b"
+	"cidr: 172.18.0.2/32" "kind: Role" "namespace: team-a" "namespace: team-b" \
+	"kind: PodMonitor" "kind: PrometheusRule" "alert: PulltracePullStalled" "grafana_dashboard: \"1\"" \
+	"image: \"mirror.local:5000/pt-agent:v9.9.9\"" "mirror.local:5000/pt-server@sha256:0123" \
+	"serviceAccountName: pt-nodes" "serviceAccountName: pt-api" "--poll-interval=500ms" "--max-pulls=20000" \
+	"maxUnavailable: 10%" "prometheus.io/scrape: \"true\""
 if grep -qF "kind: ClusterRole" "$tmp/nondefault.out"; then
 	echo "FAIL: ClusterRole rendered although watchNamespaces is set" >&2
 	exit 1
@@ -122,5 +143,7 @@ refuse "additional properties 'bogus' not allowed" --set bogus=1
 refuse "replicas" --set server.replicas=three
 refuse "historyTTL" --set config.historyTTL=30
 refuse "-n pulltrace" --set namespace=pulltrace -n default
+refuse "config.reportInterval" --set 'agent.extraArgs={--report-interval=1s}'
+refuse "selector label" --set agent.podLabels.app\\.kubernetes\\.io/component=x
 
 echo ">> chart OK" >&2

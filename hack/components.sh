@@ -4,7 +4,7 @@
 # rebuilt on every run). Each component lands in $PULLTRACE_CACHE/<name>-<version>/bin and is
 # only rebuilt when that folder lacks its binaries.
 #
-# usage: hack/components.sh [all|matrix|containerd|crictl|registry|kube|kubectl|helm|krew|runc|cni|containerd-VERSION]...
+# usage: hack/components.sh [all|matrix|containerd|crictl|registry|kube|kubectl|helm|krew|runc|cni|promtool|helm-docs|containerd-VERSION]...
 #        hack/components.sh path NAME   # prints the bin folder of NAME
 set -euo pipefail
 
@@ -19,6 +19,14 @@ HELM_VERSION=v3.22.0
 KREW_VERSION=v0.4.3
 RUNC_VERSION=v1.3.7
 CNI_VERSION=v1.9.1
+# Tools with their own module under hack/tools/<tool> (so their dependency sets do not fight
+# each other or the product's go.mod); the version is the one that module requires.
+TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/tools"
+tool_version() { # tool_version TOOL MODULE
+	awk -v m="$2" '$1 == m { print $2 } $1 == "require" && $2 == m { print $3 }' "$TOOLS/$1/go.mod"
+}
+PROMTOOL_VERSION=$(tool_version promtool github.com/prometheus/prometheus)
+HELM_DOCS_VERSION=$(tool_version helm-docs github.com/norwoodj/helm-docs)
 # The containerd versions of the agent's matrix besides CONTAINERD_VERSION: clusters run 2.0.x
 # (no transfer-service pull in the CRI) and 2.2.x as well as 2.4.x.
 MATRIX_CONTAINERD_VERSIONS="v2.0.14 v2.2.9"
@@ -39,6 +47,8 @@ dir_of() {
 	kubectl) echo "$CACHE/kubectl-$KUBE_STAGING_VERSION" ;;
 	helm) echo "$CACHE/helm-$HELM_VERSION" ;;
 	krew) echo "$CACHE/krew-$KREW_VERSION" ;;
+	promtool) echo "$CACHE/promtool-$PROMTOOL_VERSION" ;;
+	helm-docs) echo "$CACHE/helm-docs-$HELM_DOCS_VERSION" ;;
 	*) echo "unknown component $1" >&2; return 1 ;;
 	esac
 }
@@ -126,6 +136,25 @@ krew() {
 helm() {
 	have helm helm && return 0
 	step helm build_gobin helm helm.sh/helm/v3/cmd/helm@$HELM_VERSION
+}
+
+build_tool() { # build_tool TOOL PKG: builds PKG in the tool's module hack/tools/TOOL
+	local d; d=$(dir_of "$1")
+	mkdir -p "$d/bin.tmp"
+	(cd "$TOOLS/$1" && go build -ldflags "-s -w" -o "$d/bin.tmp/$(basename "$2")" "$2")
+	rm -rf "$d/bin" && mv "$d/bin.tmp" "$d/bin"
+}
+
+# promtool runs the chart's alert unit tests (`promtool test rules`).
+promtool() {
+	have promtool promtool && return 0
+	step "promtool $PROMTOOL_VERSION" build_tool promtool github.com/prometheus/prometheus/cmd/promtool
+}
+
+# helm-docs generates the chart README's values table.
+helm_docs() {
+	have helm-docs helm-docs && return 0
+	step "helm-docs $HELM_DOCS_VERSION" build_tool helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs
 }
 
 # kube-apiserver, etcd and kubectl come from k8s.io/kubernetes, whose go.mod replaces its staging
@@ -218,11 +247,12 @@ main() {
 	[ ${#what[@]} -eq 0 ] && what=(all)
 	for w in "${what[@]}"; do
 		case "$w" in
-		all) containerd; runc; cni; crictl; registry; kube; kubectl; helm; krew ;;
+		all) containerd; runc; cni; crictl; registry; kube; kubectl; helm; krew; promtool; helm_docs ;;
 		matrix) for v in $MATRIX_CONTAINERD_VERSIONS; do containerd_version "$v"; done ;;
-		containerd | crictl | registry | kube | kubectl | helm | krew | runc | cni) "$w" ;;
+		containerd | crictl | registry | kube | kubectl | helm | krew | runc | cni | promtool) "$w" ;;
+		helm-docs) helm_docs ;;
 		containerd-v*) containerd_version "${w#containerd-}" ;;
-		*) echo "usage: $0 [all|matrix|containerd|crictl|registry|kube|kubectl|helm|krew|runc|cni|containerd-VERSION]... | path NAME" >&2; exit 2 ;;
+		*) echo "usage: $0 [all|matrix|containerd|crictl|registry|kube|kubectl|helm|krew|runc|cni|promtool|helm-docs|containerd-VERSION]... | path NAME" >&2; exit 2 ;;
 		esac
 	done
 }

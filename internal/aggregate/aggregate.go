@@ -108,6 +108,23 @@ type Stats struct {
 	ExpiredNodes []string
 	// HeldBytes is the estimated memory of the held pulls.
 	HeldBytes int64
+	// Nodes holds every node the store knows (it forgets a node with its last pull, after
+	// the history TTL), so a node missing here has expired.
+	Nodes map[string]NodeStats
+}
+
+// NodeStats are one node's gauges at the time of TakeStats.
+type NodeStats struct {
+	Active  int // unfinished pulls, stalled ones included
+	Stalled int
+	// LongestStall is the longest time since the last byte among stalled pulls.
+	LongestStall time.Duration
+	// LongestETA is the largest ETA among unfinished pulls that have one.
+	LongestETA time.Duration
+	// LongestActive is the age of the oldest unfinished pull.
+	LongestActive time.Duration
+	// LastReport is when the node's agent was last heard from (report or heartbeat).
+	LastReport time.Time
 }
 
 // Finished is one completed or failed pull, for duration and error metrics.
@@ -201,6 +218,9 @@ func (s *Store) ApplyReport(r *api.AgentReport, skip []api.PullRejection) Result
 		ts = now
 	}
 	n := s.nodes[r.NodeName]
+	// Bytes a pull moved before this store heard from its node (the server just started,
+	// or the node is new) were not downloaded now; counting them would spike rate().
+	listening := n != nil && n.agentID != ""
 	if n == nil {
 		n = &node{pulls: map[string]*entry{}}
 		s.nodes[r.NodeName] = n
@@ -251,7 +271,7 @@ func (s *Store) ApplyReport(r *api.AgentReport, skip []api.PullRejection) Result
 		// The decoded report belongs to this call alone: its pulls are taken, not copied.
 		in := r.Pulls[i]
 		in.NodeName = r.NodeName
-		events = s.upsert(events, n, in, ts, now)
+		events = s.upsert(events, n, in, ts, now, listening)
 	}
 	for id, e := range n.pulls {
 		if seen[id] || e.pull.State.Finished() || e.present {
@@ -301,7 +321,7 @@ func (s *Store) forget(e *entry) {
 	e.size = 0
 }
 
-func (s *Store) upsert(events []api.PullEvent, n *node, in api.Pull, reportAt, now time.Time) []api.PullEvent {
+func (s *Store) upsert(events []api.PullEvent, n *node, in api.Pull, reportAt, now time.Time, listening bool) []api.PullEvent {
 	e := n.pulls[in.ID]
 	if e == nil {
 		e = &entry{lastBytes: in.DownloadedBytes}
@@ -317,7 +337,9 @@ func (s *Store) upsert(events []api.PullEvent, n *node, in api.Pull, reportAt, n
 		e.rate = e.meter.rate(reportAt, s.cfg.RateWindow)
 		n.pulls[in.ID] = e
 		s.total++
-		s.bytes[in.NodeName] += in.DownloadedBytes
+		if listening {
+			s.bytes[in.NodeName] += in.DownloadedBytes
+		}
 		s.enrich(&in)
 		s.derive(e, &in)
 		if in.State == api.PullCached {
@@ -933,17 +955,31 @@ func (s *Store) TakeStats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
-	st := Stats{Dropped: s.dropped, Completed: s.finished, BytesAdded: s.bytes, ExpiredNodes: s.expired, HeldBytes: s.held}
+	st := Stats{Dropped: s.dropped, Completed: s.finished, BytesAdded: s.bytes, ExpiredNodes: s.expired, HeldBytes: s.held,
+		Nodes: make(map[string]NodeStats, len(s.nodes))}
 	s.finished, s.bytes, s.expired = nil, map[string]int64{}, nil
-	for _, n := range s.nodes {
+	for name, n := range s.nodes {
 		if now.Sub(n.lastSeen) <= s.cfg.AgentTimeout {
 			st.Agents++
 		}
+		ns := NodeStats{LastReport: n.lastSeen}
 		for _, e := range n.pulls {
-			if !e.pull.State.Finished() {
-				st.Active++
+			p := &e.pull
+			if p.State.Finished() {
+				continue
+			}
+			ns.Active++
+			ns.LongestActive = max(ns.LongestActive, now.Sub(p.StartedAt))
+			if p.State == api.PullStalled {
+				ns.Stalled++
+				ns.LongestStall = max(ns.LongestStall, now.Sub(p.UpdatedAt))
+			}
+			if p.ETASeconds != nil {
+				ns.LongestETA = max(ns.LongestETA, time.Duration(*p.ETASeconds*float64(time.Second)))
 			}
 		}
+		st.Active += ns.Active
+		st.Nodes[name] = ns
 	}
 	return st
 }

@@ -8,7 +8,7 @@ Chart name, overridable so two installs of a renamed chart do not collide.
 {{/*
 Base name of every object. A release whose name already contains the chart name is used as is,
 so `helm install pulltrace` yields the Service `pulltrace-server`, which is what the kubectl
-plugin looks for by default. Truncated to 49 characters so that the longest suffix
+plugin looks for by default. Truncated to 47 characters so that the longest suffix
 ("-server-headless", 16 characters) still fits the 63-character DNS label limit of Services.
 */}}
 {{- define "pulltrace.fullname" -}}
@@ -67,10 +67,89 @@ the full picture.
 
 {{/*
 Image reference; the tag defaults to the chart's appVersion so chart and binaries move together.
+A digest, when given, pins the image instead of the tag. imageRegistry replaces the registry.
 Call with (dict "image" .Values.server.image "ctx" $).
 */}}
 {{- define "pulltrace.image" -}}
-{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
+{{- $repo := include "pulltrace.rehost" (dict "repo" .image.repository "registry" .ctx.Values.imageRegistry) }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repo .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (default .ctx.Chart.AppVersion .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A repository moved to another registry: the registry part of the name (a first path element
+holding "." or ":", or "localhost", as image references define it) is replaced, or prefixed
+when there is none; a Docker Hub short name gains "library/" as Docker Hub itself spells it.
+Call with (dict "repo" "ghcr.io/d44b/pulltrace-agent" "registry" "mirror:5000"); an empty
+registry returns repo unchanged.
+*/}}
+{{- define "pulltrace.rehost" -}}
+{{- if not .registry }}
+{{- .repo }}
+{{- else }}
+{{- $parts := splitList "/" .repo }}
+{{- $first := first $parts }}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) }}
+{{- $parts = rest $parts }}
+{{- else if eq (len $parts) 1 }}
+{{- $parts = prepend $parts "library" }}
+{{- end }}
+{{- printf "%s/%s" (trimSuffix "/" .registry) (join "/" $parts) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The test pod's image, a full reference in test.image, moved by imageRegistry like the others:
+the tag or digest is split off, the repository rehosted, and the suffix put back.
+*/}}
+{{- define "pulltrace.testImage" -}}
+{{- $ref := .Values.test.image }}
+{{- $repo := regexReplaceAll "^([^@]*?)(:[^/:@]+)?(@.+)?$" $ref "${1}" }}
+{{- $suffix := trimPrefix $repo $ref }}
+{{- printf "%s%s" (include "pulltrace.rehost" (dict "repo" $repo "registry" .Values.imageRegistry)) $suffix }}
+{{- end }}
+
+{{/*
+ServiceAccount names: the chart's own when it creates them, else the one given, else the
+namespace's "default".
+*/}}
+{{- define "pulltrace.serverServiceAccount" -}}
+{{- if .Values.server.serviceAccount.create }}
+{{- default (include "pulltrace.serverName" .) .Values.server.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.server.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "pulltrace.agentServiceAccount" -}}
+{{- if .Values.agent.serviceAccount.create }}
+{{- default (include "pulltrace.agentName" .) .Values.agent.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.agent.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod template metadata: the chart's labels plus podLabels, podAnnotations plus the token
+checksum. Call with (dict "ctx" $ "component" "agent" "pod" .Values.agent).
+*/}}
+{{- define "pulltrace.podMetadata" -}}
+labels:
+  {{- include "pulltrace.labels" (dict "ctx" .ctx "component" .component) | nindent 2 }}
+  {{- with .pod.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- $annotations := deepCopy (.pod.podAnnotations | default dict) }}
+{{- with include "pulltrace.tokenChecksum" .ctx }}
+{{- $annotations = merge (fromYaml .) $annotations }}
+{{- end }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -119,8 +198,10 @@ Secret and the pod-template checksum see the same value within one render.
 {{- $existing := lookup "v1" "Secret" .Release.Namespace (include "pulltrace.tokenSecretName" .) }}
 {{- if and $existing $existing.data (hasKey $existing.data "token") }}
 {{- $token = index $existing.data "token" | b64dec }}
+{{- $_ := set $store "source" "stored" }}
 {{- else }}
 {{- $token = randAlphaNum 32 }}
+{{- $_ := set $store "source" "generated" }}
 {{- end }}
 {{- end }}
 {{- $_ := set $store "token" $token }}
@@ -128,6 +209,16 @@ Secret and the pod-template checksum see the same value within one render.
 {{- end }}
 {{- index .Values._pulltraceInternal "token" }}
 {{- end }}
+{{- end }}
+
+{{/*
+Where the managed token came from in this render: "stored" (lookup read it from the cluster),
+"generated" (lookup found none: a first install, or a renderer without cluster access), or ""
+(agent.auth.token or an existing Secret).
+*/}}
+{{- define "pulltrace.tokenSource" -}}
+{{- $_ := include "pulltrace.managedToken" . }}
+{{- index (.Values._pulltraceInternal | default dict) "source" | default "" }}
 {{- end }}
 
 {{/*
@@ -140,8 +231,7 @@ workloads (see the chart README).
 */}}
 {{- define "pulltrace.tokenChecksum" -}}
 {{- if not (or .Values.agent.auth.token .Values.agent.auth.existingSecret) -}}
-annotations:
-  checksum/token: {{ include "pulltrace.managedToken" . | sha256sum }}
+checksum/token: {{ include "pulltrace.managedToken" . | sha256sum }}
 {{- end }}
 {{- end }}
 
@@ -174,6 +264,23 @@ install has, so a bad combination fails `helm install`, `helm template` and `hel
 {{- if and .Values.agent.auth.token .Values.agent.auth.existingSecret }}
 {{- fail "\n\nagent.auth.token and agent.auth.existingSecret are both set; set only one: the token is read from exactly one Secret.\n" }}
 {{- end }}
+{{- range $w := list "agent" "server" }}
+{{- $pod := index $.Values $w }}
+{{- range $k := keys ($pod.podLabels | default dict) | sortAlpha }}
+{{- if has $k (list "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/component") }}
+{{- fail (printf "\n\n%s.podLabels sets %s, a selector label of the chart; choose another label key.\n" $w $k) }}
+{{- end }}
+{{- end }}
+{{- $own := index (dict
+  "agent" (list "--containerd-socket" "--server" "--report-interval" "--log-level" "--token-file" "--health-addr")
+  "server" (list "--listen" "--metrics-addr" "--history-ttl" "--watch-namespaces" "--log-level" "--token-file")) $w }}
+{{- range $a := $pod.extraArgs }}
+{{- $name := first (splitList "=" $a) }}
+{{- if has $name $own }}
+{{- fail (printf "\n\n%s.extraArgs has %s, which the chart already sets from its values (%s); set the value instead of the flag.\n" $w $name (include "pulltrace.flagSource" $name)) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if eq (int .Values.server.service.port) (int .Values.server.service.metricsPort) }}
 {{- fail (printf "\n\nserver.service.port and server.service.metricsPort are both %d; the server listens on them separately, so they must differ.\n" (int .Values.server.service.port)) }}
 {{- end }}
@@ -204,3 +311,21 @@ on `kubectl pulltrace` keeps working without a setting. Empty where nothing is k
 {{- end -}}
 {{- toJson $cidrs -}}
 {{- end -}}
+
+{{/*
+Which value sets a flag the chart passes, for the extraArgs error.
+*/}}
+{{- define "pulltrace.flagSource" -}}
+{{- $m := dict
+  "--containerd-socket" "agent.containerd.socketPath"
+  "--server" "server.service.port, fullnameOverride"
+  "--report-interval" "config.reportInterval"
+  "--log-level" "config.logLevel"
+  "--token-file" "agent.auth.*"
+  "--health-addr" "fixed at :9091, the agent's health and metrics port"
+  "--listen" "server.service.port"
+  "--metrics-addr" "server.service.metricsPort"
+  "--history-ttl" "config.historyTTL"
+  "--watch-namespaces" "config.watchNamespaces" }}
+{{- index $m . }}
+{{- end }}
