@@ -9,7 +9,7 @@ BIN := bin
 # is what 2 cores take without timing out.
 GOTEST_P ?= 2
 
-.PHONY: all build web web-deps components components-matrix test test-matrix test-unit test-go test-fuzz test-web test-ui test-chart lint bench demo cluster-up cluster-down clean help
+.PHONY: all build web web-deps components components-matrix test test-matrix test-unit test-go test-fuzz test-web test-ui test-chart test-tools chart-docs chart-push lint bench demo cluster-up cluster-down clean help
 
 all: build
 
@@ -21,6 +21,8 @@ help:
 	@echo "make build       web UI + bin/pulltrace-server, bin/pulltrace-agent, bin/kubectl-pulltrace"
 	@echo "make images      agent and server OCI images without Docker (REGISTRY=... to push)"
 	@echo "make dist        kubectl-pulltrace archives for krew, sha256s into plugins/krew.yaml"
+	@echo "make chart-push REGISTRY=ghcr.io/d44b/charts   package the chart and push it (OCI, Helm SDK)"
+	@echo "make chart-docs  regenerate charts/pulltrace/README.md with helm-docs"
 	@echo "make lint        gofmt and go vet"
 	@echo "make bench       benchmarks, printed as figures"
 	@echo "make cluster-up / cluster-down   the real local cluster on its own"
@@ -38,7 +40,7 @@ build: web
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/pulltrace-agent ./cmd/agent
 	@if [ -d cmd/kubectl-pulltrace ]; then $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kubectl-pulltrace ./cmd/kubectl-pulltrace; fi
 
-# containerd, crictl, registry, etcd, kube-apiserver, kubectl, helm, krew: built once per
+# containerd, crictl, registry, etcd, kube-apiserver, kubectl, helm, krew, promtool, helm-docs: built once per
 # machine into ~/.cache/pulltrace (minutes when cold, nothing when warm).
 components:
 	hack/components.sh all containerd-v2.0.14
@@ -75,10 +77,19 @@ test-fuzz:
 test-web: web-deps
 	cd web && npm test
 
+# helm lint/template with the real helm, and the chart README against helm-docs' output.
 test-chart:
 	hack/chart-lint.sh
+	hack/helm-docs.sh --check
 
-test: components lint web test-web test-chart test-go test-fuzz
+# Tests of the tool modules (hack/tools/*): their dependencies stay out of the product's go.mod.
+test-tools:
+	cd hack/tools/promtool && $(GO) test -count=1 ./...
+
+chart-docs:
+	hack/helm-docs.sh
+
+test: components lint web test-web test-chart test-tools test-go test-fuzz
 
 bench:
 	hack/bench.sh
@@ -114,3 +125,12 @@ images: web
 .PHONY: dist
 dist:
 	hack/dist.sh
+
+# The chart as an OCI artifact, packaged and pushed with the Helm SDK (hack/chartpush):
+# `make chart-push REGISTRY=ghcr.io/d44b/charts` publishes oci://ghcr.io/d44b/charts/pulltrace
+# (credentials from `helm registry login`); a loopback registry is spoken to over plain HTTP.
+# CHART_VERSION=... overrides Chart.yaml's version.
+.PHONY: chart-push
+chart-push:
+	@if [ -z "$(REGISTRY)" ]; then echo "usage: make chart-push REGISTRY=ghcr.io/d44b/charts [CHART_VERSION=x.y.z]" >&2; exit 2; fi
+	$(GO) run ./hack/chartpush -registry '$(REGISTRY)' $(if $(CHART_VERSION),-version '$(CHART_VERSION)')

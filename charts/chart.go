@@ -31,6 +31,8 @@ func Load() (*chart.Chart, error) {
 	return LoadFS(FS, Root)
 }
 
+func loadArchive(path string) (*chart.Chart, error) { return loader.LoadFile(path) }
+
 // LoadFS loads the chart whose Chart.yaml sits in dir of fsys.
 func LoadFS(fsys fs.FS, dir string) (*chart.Chart, error) {
 	rules := ignore.Empty()

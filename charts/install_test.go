@@ -7,6 +7,7 @@ package charts
 
 import (
 	"context"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +15,9 @@ import (
 
 	"github.com/d44b/pulltrace/internal/harness/cluster"
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/cli"
+	"helm.sh/helm/v3/pkg/registry"
 	"helm.sh/helm/v3/pkg/release"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -36,7 +40,7 @@ func helmConfig(t *testing.T, kubeconfig, ns string) *action.Configuration {
 }
 
 func TestInstallIntoRealAPIServer(t *testing.T) {
-	c := cluster.StartT(t, cluster.Options{Kube: true})
+	c := cluster.StartT(t, cluster.Options{Kube: true, Registry: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	kc, err := c.AdminClient()
@@ -178,6 +182,11 @@ func TestInstallIntoRealAPIServer(t *testing.T) {
 		t.Errorf("upgraded Deployment: replicas %d args %v", *dep.Spec.Replicas, dep.Spec.Template.Spec.Containers[0].Args)
 	}
 
+	// The published route: package and push to an OCI registry (the harness's real
+	// distribution registry), then `helm install oci://... --version X` from there, with the
+	// escape hatches an operator reaches for.
+	installFromOCI(ctx, t, c, kc)
+
 	// Upgrade to no agent: the DaemonSet goes away.
 	if _, err := upgrade.RunWithContext(ctx, "pulltrace", ch, map[string]any{"runtimeSocket": map[string]any{"enabled": false}}); err != nil {
 		t.Fatalf("helm upgrade without agent: %v", err)
@@ -223,4 +232,104 @@ func can(ctx context.Context, t *testing.T, kc kubernetes.Interface, user, verb,
 		t.Fatal(err)
 	}
 	return res.Status.Allowed
+}
+
+func installFromOCI(ctx context.Context, t *testing.T, c *cluster.Cluster, kc kubernetes.Interface) {
+	t.Helper()
+	for _, env := range []string{"HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"} {
+		t.Setenv(env, t.TempDir())
+	}
+	const version = "0.1.0-oci.1"
+	pushed, err := Push(PushOptions{Dir: "pulltrace", Registry: "oci://" + c.RegistryAddr + "/charts", Version: version})
+	if err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	if want := c.RegistryAddr + "/charts/pulltrace:" + version; pushed.Ref != want || !strings.HasPrefix(pushed.Digest, "sha256:") {
+		t.Errorf("pushed %+v, want ref %s", pushed, want)
+	}
+
+	mkNamespace(ctx, t, kc, "pt-oci", "privileged")
+	cfg := helmConfig(t, c.Kubeconfig, "pt-oci")
+	rc, err := registry.NewClient(registry.ClientOptPlainHTTP(), registry.ClientOptWriter(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RegistryClient = rc
+	install := action.NewInstall(cfg)
+	install.ReleaseName = "pulltrace"
+	install.Namespace = "pt-oci"
+	install.Timeout = time.Minute
+	install.Version = version
+	install.PlainHTTP = true
+	path, err := install.LocateChart("oci://"+c.RegistryAddr+"/charts/pulltrace", cli.New())
+	if err != nil {
+		t.Fatalf("locate oci chart: %v", err)
+	}
+	ch, err := loader.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := "sha256:" + strings.Repeat("5e", 32)
+	vals := map[string]any{
+		"imageRegistry": "mirror.example:5000",
+		"agent": map[string]any{
+			"serviceAccount": map[string]any{"annotations": map[string]any{"iam.example/role": "agent"}},
+			"podAnnotations": map[string]any{"prometheus.io/scrape": "true", "prometheus.io/port": "9091"},
+			"podLabels":      map[string]any{"team": "infra"},
+			"extraArgs":      []any{"--poll-interval=500ms", "--stall-timeout=1m"},
+			"extraEnv":       []any{map[string]any{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}},
+			"updateStrategy": map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"maxUnavailable": "10%"}},
+		},
+		"server": map[string]any{
+			"image":          map[string]any{"digest": digest},
+			"serviceAccount": map[string]any{"name": "pt-api", "annotations": map[string]any{"iam.gke.io/gcp-service-account": "pt@p.iam.gserviceaccount.com"}},
+			"extraArgs":      []any{"--max-pulls=20000", "--agent-timeout=1m"},
+			"podLabels":      map[string]any{"team": "infra"},
+		},
+		"config":    map[string]any{"watchNamespaces": "pt-oci"},
+		"dashboard": map[string]any{"enabled": true},
+	}
+	rel, err := install.RunWithContext(ctx, ch, vals)
+	if err != nil {
+		t.Fatalf("helm install from oci: %v", err)
+	}
+	if rel.Chart.Metadata.Version != version || rel.Info.Status != release.StatusDeployed {
+		t.Errorf("release from oci: chart %s, status %s", rel.Chart.Metadata.Version, rel.Info.Status)
+	}
+
+	// What the apiserver stored is what the values asked for.
+	ds, err := kc.AppsV1().DaemonSets("pt-oci").Get(ctx, "pulltrace-agent", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ds.Spec.Template.Spec.Containers[0]
+	if a.Image != "mirror.example:5000/d44b/pulltrace-agent:0.1.0" || !slices.Contains(a.Args, "--poll-interval=500ms") ||
+		ds.Spec.Template.Labels["team"] != "infra" || ds.Spec.Template.Annotations["prometheus.io/scrape"] != "true" ||
+		ds.Spec.UpdateStrategy.RollingUpdate.MaxUnavailable.String() != "10%" {
+		t.Errorf("agent DaemonSet from oci: image %s args %v labels %v annotations %v strategy %+v",
+			a.Image, a.Args, ds.Spec.Template.Labels, ds.Spec.Template.Annotations, ds.Spec.UpdateStrategy)
+	}
+	dep, err := kc.AppsV1().Deployments("pt-oci").Get(ctx, "pulltrace-server", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := dep.Spec.Template.Spec
+	if s.Containers[0].Image != "mirror.example:5000/d44b/pulltrace-server@"+digest || s.ServiceAccountName != "pt-api" ||
+		!slices.Contains(s.Containers[0].Args, "--max-pulls=20000") {
+		t.Errorf("server Deployment from oci: image %s account %s args %v", s.Containers[0].Image, s.ServiceAccountName, s.Containers[0].Args)
+	}
+	sa, err := kc.CoreV1().ServiceAccounts("pt-oci").Get(ctx, "pt-api", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sa.Annotations["iam.gke.io/gcp-service-account"] == "" {
+		t.Errorf("ServiceAccount annotations %v", sa.Annotations)
+	}
+	if _, err := kc.CoreV1().ConfigMaps("pt-oci").Get(ctx, "pulltrace-dashboard", metav1.GetOptions{}); err != nil {
+		t.Error(err)
+	}
+	// The renamed account holds the RBAC grant.
+	if !can(ctx, t, kc, "system:serviceaccount:pt-oci:pt-api", "watch", "pods", "pt-oci") {
+		t.Error("the server's named ServiceAccount cannot watch pods")
+	}
 }
