@@ -46,7 +46,7 @@ func TestNodeStats(t *testing.T) {
 	if ns.LongestStall != 20*time.Second || ns.LongestActive != 90*time.Second || !ns.LastReport.Equal(now) {
 		t.Errorf("longest stall %v, longest active %v, last report %v", ns.LongestStall, ns.LongestActive, ns.LastReport)
 	}
-	p := s.Pulls(Filter{})
+	p := s.Pulls(api.Filter{})
 	var eta float64
 	for _, q := range p {
 		if q.ID == "run" && q.ETASeconds != nil {
