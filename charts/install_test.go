@@ -244,6 +244,7 @@ func installFromOCI(ctx context.Context, t *testing.T, c *cluster.Cluster, kc ku
 	if err != nil {
 		t.Fatalf("push: %v", err)
 	}
+	t.Logf("pushed %s (%s)", pushed.Ref, pushed.Digest)
 	if want := c.RegistryAddr + "/charts/pulltrace:" + version; pushed.Ref != want || !strings.HasPrefix(pushed.Digest, "sha256:") {
 		t.Errorf("pushed %+v, want ref %s", pushed, want)
 	}
@@ -293,6 +294,7 @@ func installFromOCI(ctx context.Context, t *testing.T, c *cluster.Cluster, kc ku
 	if err != nil {
 		t.Fatalf("helm install from oci: %v", err)
 	}
+	t.Logf("installed %s from oci://%s/charts/pulltrace --version %s", rel.Name, c.RegistryAddr, rel.Chart.Metadata.Version)
 	if rel.Chart.Metadata.Version != version || rel.Info.Status != release.StatusDeployed {
 		t.Errorf("release from oci: chart %s, status %s", rel.Chart.Metadata.Version, rel.Info.Status)
 	}
