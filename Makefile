@@ -84,7 +84,7 @@ test-chart:
 
 # Tests of the tool modules (hack/tools/*): their dependencies stay out of the product's go.mod.
 test-tools:
-	cd hack/tools/promtool && $(GO) test -count=1 ./...
+	cd hack/tools/promtool && GOFLAGS="-trimpath -buildvcs=false" $(GO) test -count=1 ./...
 
 chart-docs:
 	hack/helm-docs.sh
