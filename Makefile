@@ -77,10 +77,9 @@ test-fuzz:
 test-web: web-deps
 	cd web && npm test
 
-# helm lint/template with the real helm, and the chart README against helm-docs' output.
+# helm lint/template with the real helm.
 test-chart:
 	hack/chart-lint.sh
-	hack/helm-docs.sh --check
 
 # Tests of the tool modules (hack/tools/*): their dependencies stay out of the product's go.mod.
 test-tools:
