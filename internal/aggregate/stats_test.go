@@ -30,10 +30,16 @@ func TestNodeStats(t *testing.T) {
 	run.StartedAt, run.UpdatedAt = started, now
 	stuck := active("stuck", "r/y:1", 50)
 	stuck.State, stuck.StartedAt, stuck.UpdatedAt = api.PullStalled, now.Add(-30*time.Second), now.Add(-20*time.Second)
-	s.Apply(rep(1, run, stuck))
+	r1 := rep(1, run, stuck)
+	r1.Timestamp = now
+	s.Apply(r1)
+	// One second later, 10 more bytes: a rate, so an ETA.
+	now = now.Add(time.Second)
 	run.DownloadedBytes = 20
 	run.Summarize()
-	s.Apply(rep(2, run, stuck))
+	r2 := rep(2, run, stuck)
+	r2.Timestamp = now
+	s.Apply(r2)
 
 	st := s.TakeStats()
 	ns, ok := st.Nodes["n1"]
@@ -43,7 +49,7 @@ func TestNodeStats(t *testing.T) {
 	if ns.Active != 2 || ns.Stalled != 1 || st.Active != 2 {
 		t.Errorf("active %d stalled %d (total %d)", ns.Active, ns.Stalled, st.Active)
 	}
-	if ns.LongestStall != 20*time.Second || ns.LongestActive != 90*time.Second || !ns.LastReport.Equal(now) {
+	if ns.LongestStall != 21*time.Second || ns.LongestActive != 91*time.Second || !ns.LastReport.Equal(now) {
 		t.Errorf("longest stall %v, longest active %v, last report %v", ns.LongestStall, ns.LongestActive, ns.LastReport)
 	}
 	p := s.Pulls(api.Filter{})
