@@ -4,6 +4,7 @@ package charts
 // hack/components.sh) against series shaped like a real scrape of the server.
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -100,3 +102,65 @@ func TestAlertTestSeriesMatchTheRegistry(t *testing.T) {
 		t.Fatal(errors.New("no input series"))
 	}
 }
+func TestAlertRulesWithPromtool(t *testing.T) {
+	promtool := promtoolPath(t)
+	r := checked(t, setPath(nil, "prometheusRule.enabled", true), monitoringAPI...)
+	if len(r.rules) != 1 {
+		t.Fatalf("%d PrometheusRules", len(r.rules))
+	}
+	rules, err := yaml.Marshal(r.rules[0].Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile(alertTests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"rules.yaml": rules, "alerts.test.yaml": tests} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, args := range [][]string{{"check", "rules", "rules.yaml"}, {"test", "rules", "alerts.test.yaml"}} {
+		cmd := exec.CommandContext(ctx, promtool, args...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("promtool %s: %v\n%s\nrules:\n%s", strings.Join(args, " "), err, out, rules)
+		}
+	}
+
+	// Every alert the chart ships is exercised, firing and quiet.
+	var tf struct {
+		Tests []struct {
+			AlertRuleTest []struct {
+				Alertname string `json:"alertname"`
+				ExpAlerts []any  `json:"exp_alerts"`
+			} `json:"alert_rule_test"`
+		} `json:"tests"`
+	}
+	if err := yaml.Unmarshal(tests, &tf); err != nil {
+		t.Fatal(err)
+	}
+	fired, quiet := map[string]bool{}, map[string]bool{}
+	for _, tc := range tf.Tests {
+		for _, a := range tc.AlertRuleTest {
+			if len(a.ExpAlerts) > 0 {
+				fired[a.Alertname] = true
+			} else {
+				quiet[a.Alertname] = true
+			}
+		}
+	}
+	for _, g := range r.rules[0].Spec.Groups {
+		for _, rule := range g.Rules {
+			if !fired[rule.Alert] || !quiet[rule.Alert] {
+				t.Errorf("%s: tested firing %v, quiet %v; want both", rule.Alert, fired[rule.Alert], quiet[rule.Alert])
+			}
+		}
+	}
+}
+
