@@ -163,4 +163,3 @@ func TestAlertRulesWithPromtool(t *testing.T) {
 		}
 	}
 }
-
