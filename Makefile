@@ -23,7 +23,7 @@ help:
 	@echo "make dist        kubectl-pulltrace archives for krew, sha256s into plugins/krew.yaml"
 	@echo "make chart-push REGISTRY=ghcr.io/d44b/charts   package the chart and push it (OCI, Helm SDK)"
 	@echo "make chart-docs  regenerate charts/pulltrace/README.md with helm-docs"
-	@echo "make lint        gofmt and go vet"
+	@echo "make lint        gofmt, go vet and golangci-lint (pinned in hack/tools/golangci-lint)"
 	@echo "make bench       benchmarks, printed as figures"
 	@echo "make cluster-up / cluster-down   the real local cluster on its own"
 
@@ -52,6 +52,8 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './web/node_modules/*')); \
 	  if [ -n "$$out" ]; then echo "not gofmt-ed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	hack/components.sh golangci-lint
+	"$$(hack/components.sh path golangci-lint)/golangci-lint" run ./...
 
 test-unit: web-deps
 	$(GO) test -short -count=1 ./...

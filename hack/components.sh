@@ -4,7 +4,7 @@
 # rebuilt on every run). Each component lands in $PULLTRACE_CACHE/<name>-<version>/bin and is
 # only rebuilt when that folder lacks its binaries.
 #
-# usage: hack/components.sh [all|matrix|containerd|crictl|registry|kube|kubectl|helm|krew|runc|cni|promtool|helm-docs|containerd-VERSION]...
+# usage: hack/components.sh [all|matrix|containerd|crictl|registry|kube|kubectl|helm|krew|runc|cni|promtool|helm-docs|golangci-lint|containerd-VERSION]...
 #        hack/components.sh path NAME   # prints the bin folder of NAME
 set -euo pipefail
 
@@ -27,6 +27,7 @@ tool_version() { # tool_version TOOL MODULE
 }
 PROMTOOL_VERSION=$(tool_version promtool github.com/prometheus/prometheus)
 HELM_DOCS_VERSION=$(tool_version helm-docs github.com/norwoodj/helm-docs)
+GOLANGCI_LINT_VERSION=$(tool_version golangci-lint github.com/golangci/golangci-lint/v2)
 # The containerd versions of the agent's matrix besides CONTAINERD_VERSION: clusters run 2.0.x
 # (no transfer-service pull in the CRI) and 2.2.x as well as 2.4.x.
 MATRIX_CONTAINERD_VERSIONS="v2.0.14 v2.2.9"
@@ -49,6 +50,7 @@ dir_of() {
 	krew) echo "$CACHE/krew-$KREW_VERSION" ;;
 	promtool) echo "$CACHE/promtool-$PROMTOOL_VERSION" ;;
 	helm-docs) echo "$CACHE/helm-docs-$HELM_DOCS_VERSION" ;;
+	golangci-lint) echo "$CACHE/golangci-lint-$GOLANGCI_LINT_VERSION" ;;
 	*) echo "unknown component $1" >&2; return 1 ;;
 	esac
 }
@@ -157,6 +159,12 @@ helm_docs() {
 	step "helm-docs $HELM_DOCS_VERSION" build_tool helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs
 }
 
+# golangci-lint is `make lint`'s linter set (.golangci.yml).
+golangci_lint() {
+	have golangci-lint golangci-lint && return 0
+	step "golangci-lint $GOLANGCI_LINT_VERSION" build_tool golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+}
+
 # kube-apiserver, etcd and kubectl come from k8s.io/kubernetes, whose go.mod replaces its staging
 # modules with v0.0.0; a scratch module maps each of them to the published version.
 kube_module() { # kube_module DIR
@@ -247,12 +255,13 @@ main() {
 	[ ${#what[@]} -eq 0 ] && what=(all)
 	for w in "${what[@]}"; do
 		case "$w" in
-		all) containerd; runc; cni; crictl; registry; kube; kubectl; helm; krew; promtool; helm_docs ;;
+		all) containerd; runc; cni; crictl; registry; kube; kubectl; helm; krew; promtool; helm_docs; golangci_lint ;;
 		matrix) for v in $MATRIX_CONTAINERD_VERSIONS; do containerd_version "$v"; done ;;
 		containerd | crictl | registry | kube | kubectl | helm | krew | runc | cni | promtool) "$w" ;;
 		helm-docs) helm_docs ;;
+		golangci-lint) golangci_lint ;;
 		containerd-v*) containerd_version "${w#containerd-}" ;;
-		*) echo "usage: $0 [all|matrix|containerd|crictl|registry|kube|kubectl|helm|krew|runc|cni|promtool|helm-docs|containerd-VERSION]... | path NAME" >&2; exit 2 ;;
+		*) echo "usage: $0 [all|matrix|containerd|crictl|registry|kube|kubectl|helm|krew|runc|cni|promtool|helm-docs|golangci-lint|containerd-VERSION]... | path NAME" >&2; exit 2 ;;
 		esac
 	done
 }

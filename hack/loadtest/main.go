@@ -40,7 +40,7 @@ func main() {
 	agents := flag.Int("agents", 5000, "simulated agents for the intake test")
 	followers := flag.Int("followers", 1000, "SSE followers for the latency test")
 	duration := flag.Duration("duration", 10*time.Second, "length of the intake test")
-	real := flag.Bool("real", true, "also measure the agent and the end-to-end delay on the real local cluster")
+	onCluster := flag.Bool("real", true, "also measure the agent and the end-to-end delay on the real local cluster")
 	mixedOnly := flag.Bool("mixed-only", false, "run only the mixed-load figures of issue #12 (intake with followers, delivery p99, memory at the caps)")
 	flag.Parse()
 	if *mixedOnly {
@@ -50,7 +50,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*agents, *followers, *duration, *real); err != nil {
+	if err := run(*agents, *followers, *duration, *onCluster); err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
 		os.Exit(1)
 	}
@@ -69,7 +69,7 @@ func pinToCore(core int) {
 	}
 }
 
-func run(agents, followers int, duration time.Duration, real bool) error {
+func run(agents, followers int, duration time.Duration, onCluster bool) error {
 	ctx := context.Background()
 	if runtime.NumCPU() > 1 {
 		pinToCore(runtime.NumCPU() - 1)
@@ -99,7 +99,7 @@ func run(agents, followers int, duration time.Duration, real bool) error {
 	if err := mixed(ctx, dir); err != nil {
 		return err
 	}
-	if real {
+	if onCluster {
 		return realPath(ctx)
 	}
 	return nil

@@ -245,7 +245,7 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 	go func() { errc <- a.pollLoop(sctx) }()
 	err = <-errc
 	cancel()
-	<-errc
+	<-errc //nolint:errcheck // the other loop ends with sctx; the first error is the one that counts
 	return true, err
 }
 

@@ -352,7 +352,7 @@ func realContainerdRestart(t *testing.T, r *rig) {
 	if err := r.c.RestartContainerd(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	<-errc // the first attempt dies with containerd
+	<-errc //nolint:errcheck // the first attempt dies with containerd; its error is not the point
 	deadline := time.Now().Add(20 * time.Second)
 	for ok, _ := r.a.Health(); !ok; ok, _ = r.a.Health() {
 		if time.Now().After(deadline) {

@@ -107,18 +107,10 @@ func New(cfg Config) (*Correlator, error) {
 		}); err != nil {
 			return nil, fmt.Errorf("event index: %w", err)
 		}
-		if _, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(o any) { c.podChanged(o) },
-			UpdateFunc: func(old, o any) { c.podChanged(old, o) },
-			DeleteFunc: func(o any) { c.podChanged(o) },
-		}); err != nil {
+		if _, err := pods.AddEventHandler(handler(c.podChanged)); err != nil {
 			return nil, err
 		}
-		if _, err := evs.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(o any) { c.eventChanged(o) },
-			UpdateFunc: func(old, o any) { c.eventChanged(old, o) },
-			DeleteFunc: func(o any) { c.eventChanged(o) },
-		}); err != nil {
+		if _, err := evs.AddEventHandler(handler(c.eventChanged)); err != nil {
 			return nil, err
 		}
 		c.factories = append(c.factories, f, ef)
@@ -126,6 +118,15 @@ func New(cfg Config) (*Correlator, error) {
 		c.events = append(c.events, evs)
 	}
 	return c, nil
+}
+
+// handler hands every version an informer saw of an object (both sides of an update) to fn.
+func handler(fn func(objs ...any)) cache.ResourceEventHandlerFuncs {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { fn(o) },
+		UpdateFunc: func(old, o any) { fn(old, o) },
+		DeleteFunc: func(o any) { fn(o) },
+	}
 }
 
 func pullReason(r string) bool {

@@ -44,7 +44,7 @@ func TestFollowJSONResumesAndCompletes(t *testing.T) {
 			return true
 		},
 		func(w io.Writer, flush func()) bool {
-			io.WriteString(w, ": ping\n\n")
+			_, _ = io.WriteString(w, ": ping\n\n")
 			sse(w, "9", "pull.progress", prog2)
 			sse(w, "10", "layer.completed", raw(layerDone))
 			flush()

@@ -138,7 +138,7 @@ func formatPullSpeed(p *api.Pull) string {
 }
 
 // formatPods lists pods once each (a pod with two containers on one image is one pod).
-func formatPods(pods []api.PodRef, max int) string {
+func formatPods(pods []api.PodRef, limit int) string {
 	var names []string
 	for _, p := range pods {
 		n := p.Namespace + "/" + p.PodName
@@ -149,8 +149,8 @@ func formatPods(pods []api.PodRef, max int) string {
 	if len(names) == 0 {
 		return "<none>"
 	}
-	if max > 0 && len(names) > max {
-		return strings.Join(names[:max], ",") + fmt.Sprintf(",+%d", len(names)-max)
+	if limit > 0 && len(names) > limit {
+		return strings.Join(names[:limit], ",") + fmt.Sprintf(",+%d", len(names)-limit)
 	}
 	return strings.Join(names, ",")
 }

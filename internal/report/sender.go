@@ -219,10 +219,10 @@ func (s *Sender) forget(eps []Endpoint) {
 
 // backoff doubles from 1s to max, with jitter so a fleet of agents does not retry in step
 // after a server restart.
-func backoff(failures int, max time.Duration) time.Duration {
+func backoff(failures int, ceiling time.Duration) time.Duration {
 	d := time.Second << min(failures-1, 10)
-	if d > max {
-		d = max
+	if d > ceiling {
+		d = ceiling
 	}
 	return d/2 + rand.N(d/2+1)
 }

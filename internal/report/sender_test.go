@@ -127,8 +127,8 @@ func TestEveryReplicaGetsReports(t *testing.T) {
 	if err != nil {
 		t.Skipf("no second loopback address here: %v", err)
 	}
-	go http.Serve(ln1, f1)
-	go http.Serve(ln2, f2)
+	go func() { _ = http.Serve(ln1, f1) }()
+	go func() { _ = http.Serve(ln2, f2) }()
 	defer ln1.Close()
 	defer ln2.Close()
 	s, _ := New(Config{Servers: []string{"http://pulltrace-server-headless:" + strconv.Itoa(port)}, Resolver: fixedResolver{"127.0.0.1", "127.0.0.2"}})

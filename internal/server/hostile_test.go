@@ -390,9 +390,9 @@ func TestFinding6ClockAndSilentAgents(t *testing.T) {
 		t.Fatalf("%d %s", code, body)
 	}
 	h.advance(time.Second)
-	real := h.report("node-2", "real", pull("real", api.PullActive, layer(1, 100, 5, api.LayerDownloading)))
-	real.Pulls[0].NodeName = "node-2"
-	code, body := h.post("", real)
+	genuine := h.report("node-2", "real", pull("real", api.PullActive, layer(1, 100, 5, api.LayerDownloading)))
+	genuine.Pulls[0].NodeName = "node-2"
+	code, body := h.post("", genuine)
 	if code != 200 || strings.Contains(body, "ignored") {
 		t.Fatalf("the real agent after a far-future report: %d %s", code, body)
 	}

@@ -176,7 +176,7 @@ func (s *Server) observe() {
 
 // Run serves on the given listeners until ctx ends; background work (informers, expiry,
 // metrics) runs alongside.
-func (s *Server) Run(ctx context.Context, api, metricsLn net.Listener) error {
+func (s *Server) Run(ctx context.Context, apiLn, metricsLn net.Listener) error {
 	if s.corr != nil {
 		s.corr.Start(ctx)
 		go func() {
@@ -194,7 +194,7 @@ func (s *Server) Run(ctx context.Context, api, metricsLn net.Listener) error {
 	apiSrv.BaseContext = func(net.Listener) context.Context { return ctx }
 	metSrv := s.cfg.HTTP.NewHTTPServer(s.MetricsHandler())
 	errc := make(chan error, 2)
-	go func() { errc <- serve(apiSrv, api) }()
+	go func() { errc <- serve(apiSrv, apiLn) }()
 	go func() { errc <- serve(metSrv, metricsLn) }()
 	var err error
 	select {

@@ -473,7 +473,7 @@ func TestSlowClientDoesNotDelayOthers(t *testing.T) {
 	}
 	t.Logf("300 reports delivered to the fast client in %s while another client was stuck", time.Since(start))
 	// The stuck client now reads: it must find a snapshot after the overflow.
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(conn)
 	snapshots := 0
 	for snapshots < 2 {

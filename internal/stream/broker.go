@@ -271,7 +271,7 @@ var errLagged = errors.New("fell out of the replay window")
 // since copies up to max records after seq into buf. It reports errLagged when events
 // after seq have already left the window, and returns the wake channel to wait on when
 // there is nothing new.
-func (b *Broker) since(seq uint64, buf []record, max int) ([]record, <-chan struct{}, error) {
+func (b *Broker) since(seq uint64, buf []record, limit int) ([]record, <-chan struct{}, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if seq >= b.last {
@@ -282,7 +282,7 @@ func (b *Broker) since(seq uint64, buf []record, max int) ([]record, <-chan stru
 		return buf, nil, errLagged
 	}
 	start := int(seq + 1 - oldest)
-	for i := start; i < b.n && len(buf) < max; i++ {
+	for i := start; i < b.n && len(buf) < limit; i++ {
 		buf = append(buf, b.ring[(b.head+i)%len(b.ring)])
 	}
 	return buf, nil, nil

@@ -137,7 +137,6 @@ type env struct {
 	imgs   *imageStore
 	clock  time.Time
 	tr     *Tracker
-	mu     sync.Mutex
 	writer map[digest.Digest]content.Writer
 	labels map[digest.Digest]map[string]string
 }

@@ -290,13 +290,13 @@ func BaseLayer() (v1.Layer, error) {
 	return layerFromTar(tb)
 }
 
-// binaryLayer holds the binary at BinDir/name, owned by root and not writable by nonroot.
-func binaryLayer(name string, binary []byte) (v1.Layer, error) {
+// binaryLayer holds the binary at BinDir/file, owned by root and not writable by nonroot.
+func binaryLayer(file string, binary []byte) (v1.Layer, error) {
 	tb, err := writeTar([]tarEntry{
 		{name: "usr/", mode: 0o755},
 		{name: "usr/local/", mode: 0o755},
 		{name: "usr/local/bin/", mode: 0o755},
-		{name: strings.TrimPrefix(path.Join(BinDir, name), "/"), mode: 0o755, data: binary},
+		{name: strings.TrimPrefix(path.Join(BinDir, file), "/"), mode: 0o755, data: binary},
 	})
 	if err != nil {
 		return nil, err
@@ -386,7 +386,7 @@ func Build(ctx context.Context, o Options) ([]Built, error) {
 	if len(o.Platforms) == 0 || len(o.Components) == 0 {
 		return nil, errors.New("build images: no platforms or no components")
 	}
-	o.BuildOptions.Version = o.Meta.Version
+	o.Version = o.Meta.Version
 	base, err := BaseLayer()
 	if err != nil {
 		return nil, err

@@ -32,14 +32,14 @@ func cgroupHierarchies() []string {
 	var out []string
 	for _, e := range entries {
 		p := filepath.Join(cgroupFS, e.Name())
-		real, err := filepath.EvalSymlinks(p)
-		if err != nil || seen[real] {
+		resolved, err := filepath.EvalSymlinks(p)
+		if err != nil || seen[resolved] {
 			continue
 		}
-		if fi, err := os.Stat(real); err != nil || !fi.IsDir() {
+		if fi, err := os.Stat(resolved); err != nil || !fi.IsDir() {
 			continue
 		}
-		seen[real] = true
+		seen[resolved] = true
 		out = append(out, p)
 	}
 	return out

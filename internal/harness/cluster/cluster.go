@@ -278,8 +278,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 	}
 	// mountinfo shows resolved paths; a symlinked temp dir would hide our mounts from Stop.
-	if real, err := filepath.EvalSymlinks(dir); err == nil {
-		dir = real
+	if resolved, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = resolved
 	}
 	c := &Cluster{Dir: dir, opts: opts, bins: bins, sp: newSpawner(), components: script}
 	if err := writeOwner(dir); err != nil {

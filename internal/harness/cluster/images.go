@@ -199,7 +199,7 @@ func (c *Cluster) PushImage(ctx context.Context, spec ImageSpec) (*Image, error)
 		}
 		out.Digest = out.ManifestDigests[out.Platform]
 	} else {
-		var idx v1.ImageIndex = mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+		idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
 		for i, img := range imgs {
 			idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
 				Add:        img,

@@ -98,10 +98,6 @@ func (n *podNetwork) addLocalIP(ctx context.Context, ip string) error {
 	return err
 }
 
-func (n *podNetwork) delLocalIP(ctx context.Context, ip string) {
-	_ = ipCmd(ctx, "addr", "del", ip+"/32", "dev", n.bridge)
-}
-
 // cniConfig is node i's CNI network: the shared bridge, host-local addresses from the node's
 // slice, a route to the Service range through the host, and loopback. isGateway stays false
 // although the host is the gateway: the bridge plugin would otherwise switch on

@@ -157,7 +157,7 @@ func (c *Cluster) pushDirect(ctx context.Context, repoTag string, img v1.Image) 
 
 // harnessBinary returns one of the static programs of the harness (internal/harness/cluster/
 // pause and wget), built once per cluster in one go build.
-func (c *Cluster) harnessBinary(ctx context.Context, name string) ([]byte, error) {
+func (c *Cluster) harnessBinary(ctx context.Context, file string) ([]byte, error) {
 	c.binOnce.Do(func() {
 		root := filepath.Dir(filepath.Dir(c.components))
 		c.binDir = filepath.Join(c.Dir, "harness-bin")
@@ -172,7 +172,7 @@ func (c *Cluster) harnessBinary(ctx context.Context, name string) ([]byte, error
 	if c.binErr != nil {
 		return nil, c.binErr
 	}
-	return os.ReadFile(filepath.Join(c.binDir, name))
+	return os.ReadFile(filepath.Join(c.binDir, file))
 }
 
 // pushNodeImages pushes the pause and busybox images; it returns the pause reference.
