@@ -31,7 +31,7 @@ func Load() (*chart.Chart, error) {
 	return LoadFS(FS, Root)
 }
 
-func loadArchive(path string) (*chart.Chart, error) { return loader.LoadFile(path) }
+func loadArchive(file string) (*chart.Chart, error) { return loader.LoadFile(file) }
 
 // LoadFS loads the chart whose Chart.yaml sits in dir of fsys.
 func LoadFS(fsys fs.FS, dir string) (*chart.Chart, error) {

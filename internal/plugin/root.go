@@ -106,9 +106,9 @@ func (o *Options) restConfig() (*rest.Config, error) {
 func (o *Options) kubeconfigErr(err error) error {
 	raw, rerr := o.Config.ToRawKubeConfigLoader().RawConfig()
 	if rerr == nil {
-		name, flag := raw.CurrentContext, ""
+		name, via := raw.CurrentContext, ""
 		if o.Config.Context != nil && *o.Config.Context != "" {
-			name, flag = *o.Config.Context, "--context "
+			name, via = *o.Config.Context, "--context "
 		}
 		if name != "" && raw.Contexts[name] == nil {
 			names := make([]string, 0, len(raw.Contexts))
@@ -117,7 +117,7 @@ func (o *Options) kubeconfigErr(err error) error {
 			}
 			slices.Sort(names)
 			return exitErr(ExitOther, err, "%scontext %q is not in the kubeconfig (it has: %s); see kubectl config get-contexts",
-				flag, name, lastOr(strings.Join(names, ", "), "no contexts"))
+				via, name, lastOr(strings.Join(names, ", "), "no contexts"))
 		}
 	}
 	return exitErr(ExitOther, err, "cannot load a Kubernetes client configuration: %v (set --kubeconfig, KUBECONFIG or --context)", err)
