@@ -28,6 +28,7 @@ type need struct {
 	pullStarted                            time.Time
 	state                                  needState
 	err                                    string
+	statusSince                            time.Time // when the pod status first named the image
 }
 
 // nodesFollowed are the nodes whose freshness matters to this follow: the node followed,
@@ -44,6 +45,10 @@ func (st *followState) nodesFollowed() []string {
 	}
 	return out
 }
+
+// pullFinishGrace is how long a follow waits for a watched pull's completion after the pod's
+// status already names the image: a bit more than the chart's default report interval.
+const pullFinishGrace = 5 * time.Second
 
 func (n *need) key() string { return n.namespace + "/" + n.pod + "/" + n.container }
 
@@ -66,11 +71,12 @@ type followState struct {
 	seen        map[string]api.Pull
 	rolloutDone bool
 	rolloutWait string
+	now         func() time.Time
 }
 
 func newFollowState(t *target) *followState {
 	st := &followState{t: t, pulls: map[string]api.Pull{}, podSet: map[string]bool{}, failures: map[string]string{},
-		announced: map[string]bool{}, seen: map[string]api.Pull{}}
+		announced: map[string]bool{}, seen: map[string]api.Pull{}, now: time.Now}
 	for _, pod := range t.pods {
 		st.addPod(pod, true)
 	}
@@ -353,6 +359,17 @@ func (st *followState) podUpdated(pod *corev1.Pod) []string {
 		}
 		for _, c := range cs {
 			if c.name == n.container && c.imageID != "" {
+				// The pod's status can name the image before the agent's last report of
+				// the pull reaches the stream: a pull being watched gets a moment to finish
+				// on screen, so the follow does not end on a pull shown part-way.
+				if n.state == needPulling || n.state == needQueued {
+					if n.statusSince.IsZero() {
+						n.statusSince = st.now()
+					}
+					if st.now().Sub(n.statusSince) < pullFinishGrace {
+						continue
+					}
+				}
 				n.state = needDone
 				key := "present|" + n.key()
 				if !st.announced[key] {

@@ -126,12 +126,18 @@ func (s *serviceNet) stop() {
 	s.done.Wait()
 }
 
+// reconcileLoop reconciles on every Service change, and every second as well, so that a
+// listener that could not be opened (an address not usable yet) is retried.
 func (s *serviceNet) reconcileLoop() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
 		select {
 		case <-s.stopCh:
 			return
 		case <-s.kick:
+			s.reconcile()
+		case <-tick.C:
 			s.reconcile()
 		}
 	}
