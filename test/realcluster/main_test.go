@@ -244,13 +244,7 @@ func podReport(cs kubernetes.Interface, ns string) string {
 	return b.String()
 }
 
-// serverLog is the server pod's log, for failures.
-func componentLogs(ctx context.Context, selector string) string {
-	r := kubectl(ctx, "", "-n", serverNS, "logs", "-l", selector, "--tail=60", "--prefix")
-	return r.stdout + r.stderr
-}
-
-// podsOn lists the pods of a namespace by node.
+// podsByNode lists the pods of a namespace by node.
 func podsByNode(t *testing.T, ns, selector string) map[string][]corev1.Pod {
 	t.Helper()
 	pods, err := env.cs.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: selector})
